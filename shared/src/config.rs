@@ -1,0 +1,168 @@
+//! Reading settings from the environment, with errors that name the variable
+//! and say what was expected.
+//!
+//! Settings are read through an [`Env`] rather than `std::env` directly so
+//! tests can load a configuration from a map without touching the process
+//! environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// A setting that is missing or does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: String,
+    /// What a valid value looks like.
+    pub expected: String,
+    /// The value found; `None` when it was missing or is a secret.
+    pub found: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.found {
+            Some(found) => write!(
+                f,
+                "invalid {}: expected {}, found {found:?}",
+                self.variable, self.expected
+            ),
+            None => write!(f, "invalid {}: expected {}", self.variable, self.expected),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A snapshot of environment variables.
+#[derive(Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may be secrets: show only which variables are set.
+        f.debug_set().entries(self.vars.keys()).finish()
+    }
+}
+
+impl Env {
+    /// The process environment (variables that are not valid UTF-8 are skipped).
+    pub fn from_process() -> Self {
+        Self::from_pairs(
+            std::env::vars_os().filter_map(|(key, value)| {
+                Some((key.into_string().ok()?, value.into_string().ok()?))
+            }),
+        )
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The trimmed value, or `None` when unset or blank.
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|value| value.trim())
+            .filter(|value| !value.is_empty())
+    }
+
+    pub fn string_or(&self, name: &str, default: &str) -> String {
+        self.optional(name).unwrap_or(default).to_owned()
+    }
+
+    /// Parses `name` with `FromStr`, or returns `default` when unset.
+    pub fn parse_or<T: FromStr>(
+        &self,
+        name: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|_| invalid(name, expected, Some(raw))),
+        }
+    }
+
+    /// Like [`Env::parse_or`] for an optional value with no default.
+    pub fn parse_optional<T: FromStr>(
+        &self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.optional(name)
+            .map(|raw| raw.parse().map_err(|_| invalid(name, expected, Some(raw))))
+            .transpose()
+    }
+
+    /// A whole number within `range`, or `default` when unset.
+    pub fn number_or(
+        &self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let expected = format!("a whole number from {} to {}", range.start(), range.end());
+        let value = self.parse_or(name, default, &expected)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(invalid(name, &expected, Some(&value.to_string())))
+        }
+    }
+}
+
+/// Builds a [`ConfigError`]; pass `found: None` for secrets.
+pub fn invalid(variable: &str, expected: &str, found: Option<&str>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        expected: expected.to_owned(),
+        found: found.map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_variable_and_the_expectation() {
+        let env = Env::from_pairs([("PORT", "eighty"), ("N", "99")]);
+        let error = env
+            .parse_or::<u16>("PORT", 80, "a port number")
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid PORT: expected a port number, found \"eighty\""
+        );
+        let error = env.number_or("N", 1, 1..=10).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid N: expected a whole number from 1 to 10, found \"99\""
+        );
+    }
+
+    #[test]
+    fn blank_is_unset() {
+        let env = Env::from_pairs([("A", "  ")]);
+        assert_eq!(env.optional("A"), None);
+        assert_eq!(env.string_or("A", "dflt"), "dflt");
+        assert_eq!(env.parse_or("A", 7u32, "n"), Ok(7));
+    }
+
+    #[test]
+    fn debug_hides_values() {
+        let env = Env::from_pairs([("SECRET", "whsec_hidden")]);
+        assert!(!format!("{env:?}").contains("hidden"));
+    }
+}

@@ -1,0 +1,22 @@
+//! The wire contract between `idv-ingest` and `idv-worker`.
+//!
+//! Everything both sides must agree on lives here, so that it is written once:
+//! the Stripe event and VerificationSession types ([`event`], [`session`]),
+//! webhook signature verification and test signing ([`signature`]),
+//! configuration helpers that name the variable at fault ([`config`]), the
+//! AMQP names and queue arguments ([`topology`]) and logging set-up
+//! ([`telemetry`]).
+//!
+//! The crate builds without a broker client; the `amqp` feature adds the
+//! lapin code that declares the topology.
+
+pub mod config;
+pub mod event;
+pub mod session;
+pub mod signature;
+pub mod telemetry;
+pub mod topology;
+
+pub use event::{EventEnvelope, EventId, EventType, StripeEvent};
+pub use session::{LastError, LastErrorCode, SessionId, SessionStatus, VerificationSession};
+pub use signature::{SignatureError, SignatureVerifier, WebhookSecret, sign_test_header};
