@@ -142,7 +142,7 @@ impl Topology {
     /// The retry queue for `delay` (one of [`RETRY_DELAYS`]).
     pub fn retry_queue(&self, delay: Duration) -> String {
         let secs = delay.as_secs();
-        let label = if secs >= 60 && secs % 60 == 0 {
+        let label = if secs >= 60 && secs.is_multiple_of(60) {
             format!("{}m", secs / 60)
         } else {
             format!("{secs}s")
