@@ -1,1 +1,44 @@
-//! Helpers for the end-to-end tests and the load generator.
+//! Helpers for the end-to-end tests and the load generator: an isolated
+//! broker namespace and database per test, signed fixtures, and waiting for a
+//! condition with a deadline.
+#![allow(clippy::expect_used)] // test support: a failed set-up should stop the test loudly
+
+pub mod broker;
+pub mod database;
+pub mod fixtures;
+pub mod wait;
+
+/// Where the tests find RabbitMQ (`IDV_TEST_AMQP_URL`).
+pub fn amqp_url() -> String {
+    std::env::var("IDV_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Where the tests find PostgreSQL, without a database (`IDV_TEST_POSTGRES_URL`).
+pub fn postgres_url() -> String {
+    std::env::var("IDV_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A short random suffix for names a test owns.
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Runs `cleanup` to completion on its own runtime, from `Drop`, even when
+/// the test's runtime is shutting down or the test panicked.
+pub(crate) fn run_blocking_cleanup<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let handle = std::thread::spawn(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(cleanup),
+            Err(error) => eprintln!("test cleanup could not start a runtime: {error}"),
+        }
+    });
+    let _ = handle.join();
+}
