@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod database;
 pub mod fixtures;
+pub mod proxy;
 pub mod wait;
 
 /// Where the tests find RabbitMQ (`IDV_TEST_AMQP_URL`).
