@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod database;
 pub mod fixtures;
+pub mod ingest_app;
 pub mod proxy;
 pub mod wait;
 

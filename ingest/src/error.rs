@@ -1,0 +1,59 @@
+//! How each way a webhook request can fail is answered.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use shared::SignatureError;
+use shared::event::EnvelopeError;
+
+use crate::publisher::PublishError;
+
+/// Every way `POST /webhook` can fail. The sender's mistakes are 4xx and
+/// change nothing; only the broker's unavailability is 503.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{0}")]
+    Signature(#[from] SignatureError),
+    #[error("body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("could not read the request body")]
+    BodyRead,
+    #[error("{0}")]
+    NotAnEvent(#[from] EnvelopeError),
+    #[error("event livemode is {found}, this endpoint accepts only livemode {expected}")]
+    WrongMode { found: bool, expected: bool },
+    #[error("the event could not be stored now; retry later")]
+    Unavailable(#[source] PublishError),
+}
+
+impl WebhookError {
+    /// The `outcome` label of the requests metric.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Signature(_) => "bad_signature",
+            Self::TooLarge { .. } => "too_large",
+            Self::BodyRead | Self::NotAnEvent(_) => "bad_request",
+            Self::WrongMode { .. } => "wrong_livemode",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for WebhookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Signature(_) | Self::BodyRead | Self::NotAnEvent(_) | Self::WrongMode { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unavailable(_)) {
+            response.insert_header(("Retry-After", "1"));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}

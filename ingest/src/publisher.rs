@@ -1,0 +1,298 @@
+//! Publishes raw events to RabbitMQ and waits for the broker's confirm.
+//!
+//! One connection with a few confirm-mode channels is shared by every
+//! request, so confirms pipeline: a request publishes, then waits for its own
+//! confirm while others publish on the same channel. A supervisor task owns
+//! the connection: when it is lost, publishing fails fast (the caller answers
+//! 503) while the supervisor reconnects with backoff.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use shared::topology::{self, Topology};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// AMQP delivery mode 2: the broker writes the message to disk.
+const PERSISTENT: u8 = 2;
+/// How often the supervisor checks that the connection and channels are up.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What is published for one webhook request. The body is the request's raw
+/// bytes, unchanged.
+#[derive(Debug)]
+pub struct OutgoingEvent<'a> {
+    pub body: &'a [u8],
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// Stripe's `created`, unix seconds.
+    pub created: i64,
+    pub request_id: &'a str,
+    /// When ingest received the request, unix milliseconds.
+    pub received_at_ms: i64,
+}
+
+/// Why an event is not (known to be) durably in the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("no connection to the broker")]
+    Unavailable,
+    #[error("the broker did not confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the broker returned the message as unroutable")]
+    Returned,
+    #[error("broker error")]
+    Broker(#[source] lapin::Error),
+}
+
+impl PublishError {
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::Nacked => "nack",
+            Self::Returned => "returned",
+            Self::Broker(_) => "broker_error",
+        }
+    }
+}
+
+/// A live connection and its confirm channels.
+struct Link {
+    connection: Connection,
+    channels: Vec<Channel>,
+    /// Round-robin position over `channels`.
+    next: AtomicUsize,
+}
+
+impl Link {
+    fn pick(&self) -> &Channel {
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[at]
+    }
+
+    fn is_up(&self) -> bool {
+        let status = self.connection.status();
+        status.connected()
+            && !status.blocked()
+            && self.channels.iter().all(|c| c.status().connected())
+    }
+
+    async fn close(&self) {
+        for channel in &self.channels {
+            let _ = channel.close(200, "ingest stopping".into()).await;
+        }
+        let _ = self.connection.close(200, "ingest stopping".into()).await;
+    }
+}
+
+/// How to reach the broker and what to declare there.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub url: SecretString,
+    pub topology: Topology,
+    pub channels: usize,
+    pub publish_timeout: Duration,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    /// The current link; `None` while reconnecting.
+    link: RwLock<Option<Arc<Link>>>,
+    /// Woken when a publish saw the link fail, so the supervisor reconnects now.
+    lost: Notify,
+}
+
+/// A handle shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Connects, declares the topology and opens the confirm channels; fails
+    /// if the broker cannot be reached now, so a misconfigured service stops
+    /// at start. Later losses are repaired by [`Publisher::supervise`].
+    pub async fn connect(config: BrokerConfig) -> Result<Self, lapin::Error> {
+        let link = open_link(&config).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                link: RwLock::new(Some(Arc::new(link))),
+                lost: Notify::new(),
+            }),
+        })
+    }
+
+    /// True while a connection and every confirm channel are up.
+    pub fn is_ready(&self) -> bool {
+        self.current().is_some_and(|link| link.is_up())
+    }
+
+    fn current(&self) -> Option<Arc<Link>> {
+        self.inner.link.read().ok().and_then(|link| link.clone())
+    }
+
+    fn replace(&self, link: Option<Arc<Link>>) -> Option<Arc<Link>> {
+        match self.inner.link.write() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, link),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), link),
+        }
+    }
+
+    /// Publishes `event` and waits for the broker's confirm.
+    pub async fn publish(&self, event: &OutgoingEvent<'_>) -> Result<(), PublishError> {
+        let link = self
+            .current()
+            .filter(|link| link.is_up())
+            .ok_or(PublishError::Unavailable)?;
+        let timeout = self.inner.config.publish_timeout;
+        let exchange = self.inner.config.topology.events_exchange();
+        let confirmed = tokio::time::timeout(timeout, async {
+            link.pick()
+                .basic_publish(
+                    exchange.as_str().into(),
+                    event.event_type.into(),
+                    BasicPublishOptions {
+                        mandatory: true,  // an unroutable message comes back instead of vanishing
+                        immediate: false, // RabbitMQ does not support `immediate`
+                    },
+                    event.body,
+                    properties(event),
+                )
+                .await?
+                .await
+        })
+        .await;
+        match confirmed {
+            Err(_) => Err(PublishError::Timeout(timeout)),
+            Ok(Err(error)) => {
+                self.inner.lost.notify_one();
+                Err(PublishError::Broker(error))
+            }
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
+            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        }
+    }
+
+    /// Keeps a link up until `shutdown`: watches for its loss and reconnects
+    /// with exponential backoff. Run it as a task.
+    pub async fn supervise(self, shutdown: CancellationToken) {
+        loop {
+            let Some(link) = self.current() else {
+                let reconnect = (|| open_link(&self.inner.config))
+                    .retry(
+                        ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_millis(100))
+                            .with_max_delay(Duration::from_secs(5))
+                            .with_jitter()
+                            .without_max_times(),
+                    )
+                    .notify(|error, delay| {
+                        tracing::warn!(error = %error, retry_in = ?delay, "broker still unreachable");
+                    });
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    link = reconnect => {
+                        if let Ok(link) = link {
+                            tracing::info!("broker connection restored");
+                            self.replace(Some(Arc::new(link)));
+                        }
+                    }
+                }
+                continue;
+            };
+            let mut events = link.connection.events_listener();
+            let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
+            let lost = loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = self.inner.lost.notified() => break "a publish failed",
+                    Some(event) = events.next() => {
+                        if let lapin::Event::Error(error) = event {
+                            tracing::warn!(error = %error, "broker connection error");
+                            break "connection error";
+                        }
+                    }
+                    _ = tick.tick() => {
+                        if !link.is_up() && !link.connection.status().blocked() {
+                            break "connection or channel down";
+                        }
+                    }
+                }
+            };
+            tracing::warn!(
+                cause = lost,
+                "broker link lost; answering 503 until it is back"
+            );
+            self.replace(None);
+            tokio::spawn(async move { link.close().await });
+        }
+    }
+
+    /// Closes the channels and the connection (after the last request).
+    pub async fn close(&self) {
+        if let Some(link) = self.replace(None) {
+            link.close().await;
+        }
+    }
+}
+
+async fn open_link(config: &BrokerConfig) -> Result<Link, lapin::Error> {
+    let properties = ConnectionProperties::default().with_connection_name("idv-ingest".into());
+    let connection = Connection::connect(config.url.expose_secret(), properties).await?;
+    let mut channels = Vec::with_capacity(config.channels);
+    for _ in 0..config.channels {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions { nowait: false })
+            .await?;
+        channels.push(channel);
+    }
+    if let Some(first) = channels.first() {
+        topology::declare(first, &config.topology).await?;
+    }
+    Ok(Link {
+        connection,
+        channels,
+        next: AtomicUsize::new(0),
+    })
+}
+
+fn properties(event: &OutgoingEvent<'_>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-request-id".into(),
+        AMQPValue::LongString(LongString::from(event.request_id)),
+    );
+    headers.insert(
+        "x-received-at-ms".into(),
+        AMQPValue::LongLongInt(event.received_at_ms),
+    );
+    BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type("application/json".into())
+        .with_message_id(event.event_id.into())
+        .with_type(event.event_type.into())
+        .with_timestamp(u64::try_from(event.created).unwrap_or(0))
+        .with_headers(headers)
+}

@@ -1,0 +1,25 @@
+//! The admin listener: liveness, readiness and Prometheus metrics.
+
+use actix_web::{HttpResponse, web};
+
+use crate::startup::AppState;
+
+/// Alive: the process answers.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+/// Ready: the broker connection and the confirm channels are up.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.publisher.is_ready() {
+        HttpResponse::Ok().body("ready")
+    } else {
+        HttpResponse::ServiceUnavailable().body("broker connection down")
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
+}

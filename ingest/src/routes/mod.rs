@@ -1,0 +1,4 @@
+//! HTTP routes: the public webhook and the admin endpoints.
+
+pub mod admin;
+pub mod webhook;

@@ -1,0 +1,152 @@
+//! `POST /webhook`: verify, check, publish, wait for the broker's confirm,
+//! answer. No processing happens before the answer.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
+use actix_web::web::{self, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use shared::EventEnvelope;
+use tracing::Instrument;
+
+use crate::error::WebhookError;
+use crate::metrics::ReasonLabel;
+use crate::publisher::OutgoingEvent;
+use crate::startup::AppState;
+
+/// Longest `X-Request-Id` taken from a caller; anything else gets a new one.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+pub async fn webhook(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let metrics = &state.metrics;
+    metrics.in_flight.inc();
+    let request_id = request_id(request.headers());
+    let span =
+        tracing::info_span!("webhook", request_id = %request_id, event_id = tracing::field::Empty);
+    let result = receive(&request, payload, &state, &request_id)
+        .instrument(span.clone())
+        .await;
+    metrics.in_flight.dec();
+    let _entered = span.enter();
+    match &result {
+        Ok(_) => {
+            metrics.count_outcome("accepted");
+            tracing::debug!("event accepted");
+        }
+        Err(error) => {
+            metrics.count_outcome(error.outcome());
+            if let WebhookError::Signature(reason) = error {
+                let reason = reason.reason();
+                metrics
+                    .signature_failures
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+            }
+            match error {
+                WebhookError::Unavailable(cause) => {
+                    tracing::warn!(error = %cause, cause = ?std::error::Error::source(cause), "event not stored; answered 503");
+                }
+                other => tracing::info!(error = %other, "request refused"),
+            }
+        }
+    }
+    result
+}
+
+async fn receive(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    request_id: &str,
+) -> Result<HttpResponse, WebhookError> {
+    let received_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let body = read_body(request.headers(), payload, state.settings.max_body_bytes).await?;
+    let signature = match request.headers().get("Stripe-Signature") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| shared::SignatureError::MalformedHeader)?,
+        ),
+    };
+    let now = i64::try_from(received_at.as_secs()).unwrap_or(i64::MAX);
+    state.settings.verifier.verify(signature, &body, now)?;
+    let envelope = EventEnvelope::parse(&body)?;
+    tracing::Span::current().record("event_id", envelope.id.as_str());
+    if let (Some(expected), Some(found)) = (state.settings.expected_livemode, envelope.livemode)
+        && expected != found
+    {
+        return Err(WebhookError::WrongMode { found, expected });
+    }
+    let started = Instant::now();
+    let outgoing = OutgoingEvent {
+        body: &body,
+        event_id: envelope.id.as_str(),
+        event_type: &envelope.event_type,
+        created: envelope.created,
+        request_id,
+        received_at_ms: i64::try_from(received_at.as_millis()).unwrap_or(i64::MAX),
+    };
+    match state.publisher.publish(&outgoing).await {
+        Ok(()) => {
+            state
+                .metrics
+                .publish_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "received": true })))
+        }
+        Err(error) => {
+            let reason = error.reason();
+            state
+                .metrics
+                .publish_failures
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+            Err(WebhookError::Unavailable(error))
+        }
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit`.
+async fn read_body(
+    headers: &HeaderMap,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, WebhookError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(WebhookError::TooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| WebhookError::BodyRead)?;
+        if body.len() + chunk.len() > limit {
+            return Err(WebhookError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The caller's `X-Request-Id` when it is short and printable, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("X-Request-Id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID_LEN
+                && id.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}

@@ -1,0 +1,153 @@
+//! `idv-ingest` settings: defaults, then environment variables, checked at
+//! load time so a bad value stops the service at start with a clear message.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shared::config::{ConfigError, Env, invalid};
+use shared::signature::DEFAULT_TOLERANCE;
+use shared::topology::Topology;
+use shared::{SignatureVerifier, WebhookSecret};
+
+/// Everything `idv-ingest` can be told.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where Stripe's webhooks arrive (`INGEST_LISTEN`).
+    pub listen: SocketAddr,
+    /// Health and metrics, kept off the public listener (`INGEST_ADMIN_LISTEN`).
+    pub admin_listen: SocketAddr,
+    /// Every valid endpoint secret; several while rotating (`STRIPE_WEBHOOK_SECRET`).
+    pub verifier: SignatureVerifier,
+    /// Largest body accepted; larger is 413 (`INGEST_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Bound on publish + broker confirm before answering 503 (`INGEST_PUBLISH_TIMEOUT_MS`).
+    pub publish_timeout: Duration,
+    /// Confirm-mode channels shared by all requests (`INGEST_PUBLISH_CHANNELS`).
+    pub publish_channels: usize,
+    /// HTTP worker threads (`INGEST_HTTP_WORKERS`).
+    pub http_workers: usize,
+    /// Broker address; holds a password, so it is a secret (`AMQP_URL`).
+    pub amqp_url: SecretString,
+    /// Exchange and queue names (`AMQP_PREFIX`).
+    pub topology: Topology,
+    /// When set, events of the other mode are refused (`EXPECTED_LIVEMODE`).
+    pub expected_livemode: Option<bool>,
+}
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secrets = parse_secrets(env)?;
+        let tolerance_secs = env.number_or(
+            "STRIPE_WEBHOOK_TOLERANCE_SECS",
+            DEFAULT_TOLERANCE.as_secs(),
+            1..=86_400,
+        )?;
+        let expected_livemode = match env.optional("EXPECTED_LIVEMODE") {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(invalid(
+                    "EXPECTED_LIVEMODE",
+                    "`true` or `false`",
+                    Some(other),
+                ));
+            }
+        };
+        Ok(Self {
+            listen: env.parse_or(
+                "INGEST_LISTEN",
+                SocketAddr::from(([0, 0, 0, 0], 4242)),
+                "a socket address such as 0.0.0.0:4242",
+            )?,
+            admin_listen: env.parse_or(
+                "INGEST_ADMIN_LISTEN",
+                SocketAddr::from(([127, 0, 0, 1], 9464)),
+                "a socket address such as 127.0.0.1:9464",
+            )?,
+            verifier: SignatureVerifier::new(secrets, Duration::from_secs(tolerance_secs)),
+            max_body_bytes: to_usize(env.number_or(
+                "INGEST_MAX_BODY_BYTES",
+                1024 * 1024,
+                1024..=64 * 1024 * 1024,
+            )?),
+            publish_timeout: Duration::from_millis(env.number_or(
+                "INGEST_PUBLISH_TIMEOUT_MS",
+                5_000,
+                10..=60_000,
+            )?),
+            publish_channels: to_usize(env.number_or("INGEST_PUBLISH_CHANNELS", 4, 1..=64)?),
+            http_workers: to_usize(env.number_or("INGEST_HTTP_WORKERS", 2, 1..=256)?),
+            amqp_url: SecretString::from(env.string_or("AMQP_URL", DEFAULT_AMQP_URL)),
+            topology: Topology::from_env(env)?,
+            expected_livemode,
+        })
+    }
+}
+
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// `STRIPE_WEBHOOK_SECRET`: one or more `whsec_…` values, comma-separated.
+fn parse_secrets(env: &Env) -> Result<Vec<WebhookSecret>, ConfigError> {
+    const VAR: &str = "STRIPE_WEBHOOK_SECRET";
+    const EXPECTED: &str =
+        "one or more Stripe webhook secrets starting with `whsec_`, comma-separated";
+    let raw = env
+        .optional(VAR)
+        .ok_or_else(|| invalid(VAR, EXPECTED, None))?;
+    raw.split(',')
+        .map(|one| WebhookSecret::parse(one).map_err(|_| invalid(VAR, EXPECTED, None)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_secret_is_set() {
+        let settings = Settings::from_env(&env(&[("STRIPE_WEBHOOK_SECRET", "whsec_a")])).unwrap();
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:4242");
+        assert_eq!(settings.admin_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(settings.max_body_bytes, 1024 * 1024);
+        assert_eq!(settings.publish_timeout, Duration::from_secs(5));
+        assert_eq!(settings.expected_livemode, None);
+        assert_eq!(settings.topology.events_exchange(), "stripe.events");
+    }
+
+    #[test]
+    fn the_secret_is_required_and_never_echoed() {
+        let error = Settings::from_env(&env(&[])).unwrap_err();
+        assert_eq!(error.variable, "STRIPE_WEBHOOK_SECRET");
+        let error = Settings::from_env(&env(&[("STRIPE_WEBHOOK_SECRET", "whsec_a,sk_live_oops")]))
+            .unwrap_err();
+        assert_eq!(error.variable, "STRIPE_WEBHOOK_SECRET");
+        assert!(!error.to_string().contains("sk_live_oops"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (variable, value) in [
+            ("INGEST_LISTEN", "localhost"),
+            ("EXPECTED_LIVEMODE", "yes"),
+            ("INGEST_PUBLISH_TIMEOUT_MS", "0"),
+            ("AMQP_PREFIX", "a b"),
+        ] {
+            let error = Settings::from_env(&env(&[
+                ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+                (variable, value),
+            ]))
+            .unwrap_err();
+            assert_eq!(error.variable, variable);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Builds the ingest application and runs it until it is told to stop.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::publisher::{BrokerConfig, Publisher};
+use crate::routes::{admin, webhook};
+use crate::settings::Settings;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub settings: Settings,
+    pub publisher: Publisher,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A built ingest service: listeners bound, broker connected.
+pub struct Application {
+    port: u16,
+    admin_port: u16,
+    server: Server,
+    admin: Server,
+    publisher: Publisher,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("admin_port", &self.admin_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds both listeners (port 0 picks a free one), connects to the broker
+    /// and declares the topology. Fails with a clear message if any of that
+    /// cannot be done.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("cannot listen on INGEST_LISTEN={}", settings.listen))?;
+        let admin_listener = TcpListener::bind(settings.admin_listen).with_context(|| {
+            format!(
+                "cannot listen on INGEST_ADMIN_LISTEN={}",
+                settings.admin_listen
+            )
+        })?;
+        let publisher = Publisher::connect(BrokerConfig {
+            url: settings.amqp_url.clone(),
+            topology: settings.topology.clone(),
+            channels: settings.publish_channels,
+            publish_timeout: settings.publish_timeout,
+        })
+        .await
+        .context("cannot connect to RabbitMQ at AMQP_URL and declare the topology")?;
+        let port = listener.local_addr()?.port();
+        let admin_port = admin_listener.local_addr()?.port();
+        // In-flight requests wait at most the publish timeout for their confirm.
+        let drain_secs = settings.publish_timeout.as_secs() + 5;
+        let workers = settings.http_workers;
+        let state = web::Data::new(AppState {
+            settings,
+            publisher: publisher.clone(),
+            metrics: Arc::new(Metrics::new()),
+        });
+        let public_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(public_state.clone())
+                .service(web::resource("/webhook").route(web::post().to(webhook::webhook)))
+        })
+        .workers(workers)
+        .disable_signals() // shutdown is driven by `run_until_stopped`
+        .shutdown_timeout(drain_secs)
+        .listen(listener)?
+        .run();
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/healthz", web::get().to(admin::healthz))
+                .route("/readyz", web::get().to(admin::readyz))
+                .route("/metrics", web::get().to(admin::metrics))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(admin_listener)?
+        .run();
+        Ok(Self {
+            port,
+            admin_port,
+            server,
+            admin,
+            publisher,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Serves until `stop` completes, then stops accepting, lets in-flight
+    /// requests finish (each still waits for its confirm) and closes the
+    /// broker connection.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let supervisor_stop = CancellationToken::new();
+        let supervisor = tokio::spawn(self.publisher.clone().supervise(supervisor_stop.clone()));
+        let server_handle = self.server.handle();
+        let admin_handle = self.admin.handle();
+        let mut server = tokio::spawn(self.server);
+        let admin = tokio::spawn(self.admin);
+        tracing::info!(
+            port = self.port,
+            admin_port = self.admin_port,
+            "idv-ingest serving"
+        );
+        tokio::select! {
+            () = stop => tracing::info!("stopping: finishing in-flight requests"),
+            ended = &mut server => {
+                ended.context("HTTP server task failed")?.context("HTTP server failed")?;
+            }
+        }
+        server_handle.stop(true).await;
+        admin_handle.stop(true).await;
+        if !server.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(60), &mut server).await;
+        }
+        let _ = admin.await;
+        supervisor_stop.cancel();
+        let _ = supervisor.await;
+        self.publisher.close().await;
+        tracing::info!("idv-ingest stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

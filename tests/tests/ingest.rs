@@ -1,0 +1,415 @@
+//! `idv-ingest` against the real RabbitMQ: what is accepted is durably in the
+//! queue, byte for byte; what is refused changes nothing.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use idv_tests::broker::TestBroker;
+use idv_tests::fixtures::{TEST_SECRET, fixture, now_unix, session_event, sign_now};
+use idv_tests::ingest_app::TestIngest;
+use idv_tests::proxy::TcpProxy;
+use idv_tests::wait::eventually;
+use lapin::types::AMQPValue;
+use shared::{WebhookSecret, sign_test_header};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn error_of(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Asserts that only `expected` was published: after the refused requests,
+/// the one message in the queue is the accepted one sent last.
+async fn assert_only_published(broker: &TestBroker, expected: &[u8]) {
+    let queue = broker.topology.events_queue();
+    assert_eq!(broker.get(&queue, DEADLINE).await.body, expected);
+    assert_eq!(broker.message_count(&queue).await, 0);
+    assert_eq!(
+        broker
+            .message_count(&broker.topology.unrouted_queue())
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_signed_event_is_answered_200_and_published_unchanged_with_its_properties() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let body = fixture("evt_verified.json");
+    let signature = sign_now(TEST_SECRET, &body);
+    let response = ingest
+        .client
+        .post(format!("{}/webhook", ingest.address))
+        .header("Stripe-Signature", signature)
+        .header("X-Request-Id", "req-test-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({"received": true}));
+
+    let message = broker.get(&broker.topology.events_queue(), DEADLINE).await;
+    assert_eq!(message.body, body, "the raw bytes, unchanged");
+    assert_eq!(
+        message.routing_key,
+        "identity.verification_session.verified"
+    );
+    let p = &message.properties;
+    assert_eq!(p.delivery_mode(), &Some(2), "persistent");
+    let envelope = shared::EventEnvelope::parse(&body).unwrap();
+    assert_eq!(
+        p.message_id().as_ref().unwrap().as_str(),
+        envelope.id.as_str()
+    );
+    assert_eq!(
+        p.kind().as_ref().unwrap().as_str(),
+        "identity.verification_session.verified"
+    );
+    assert_eq!(
+        p.content_type().as_ref().unwrap().as_str(),
+        "application/json"
+    );
+
+    assert_eq!(
+        p.timestamp(),
+        &Some(u64::try_from(envelope.created).unwrap())
+    );
+    let headers = p.headers().as_ref().unwrap().inner();
+    assert_eq!(
+        headers.get("x-request-id"),
+        Some(&AMQPValue::LongString("req-test-1".into()))
+    );
+    match headers.get("x-received-at-ms") {
+        Some(AMQPValue::LongLongInt(ms)) => assert!((now_unix() * 1000 - ms).abs() < 60_000),
+        other => panic!("x-received-at-ms header missing: {other:?}"),
+    }
+    assert_eq!(
+        ingest
+            .metric("idv_ingest_requests_total{outcome=\"accepted\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn every_fixture_is_accepted() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    for name in idv_tests::fixtures::EVENT_FIXTURES {
+        let response = ingest.post_signed(fixture(name)).await;
+        assert_eq!(response.status(), 200, "{name}");
+    }
+    let queue = broker.topology.events_queue();
+    eventually(DEADLINE, "six events in the queue", || async {
+        broker.message_count(&queue).await == 6
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_bad_signature_is_400_with_its_reason_and_publishes_nothing() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let body = fixture("evt_processing.json");
+    let secret = WebhookSecret::parse(TEST_SECRET).unwrap();
+    let now = now_unix();
+    let good = sign_test_header(&secret, &body, now);
+    let v1 = good.split_once("v1=").unwrap().1.to_owned();
+    let other = WebhookSecret::parse("whsec_someone_else").unwrap();
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    let cases: Vec<(Vec<u8>, Option<String>, &str)> = vec![
+        (body.clone(), None, "missing Stripe-Signature header"),
+        (
+            body.clone(),
+            Some("nonsense".into()),
+            "malformed Stripe-Signature header",
+        ),
+        (
+            body.clone(),
+            Some(format!("t={now},v0={v1}")),
+            "no v1 signature",
+        ),
+        (
+            body.clone(),
+            Some(sign_test_header(&secret, &body, now - 301)),
+            "timestamp outside",
+        ),
+        (
+            body.clone(),
+            Some(sign_test_header(&secret, &body, now + 301)),
+            "timestamp outside",
+        ),
+        (
+            body.clone(),
+            Some(sign_test_header(&other, &body, now)),
+            "no signature matches",
+        ),
+        (tampered, Some(good.clone()), "no signature matches"),
+    ];
+    for (body, signature, reason) in cases {
+        let (status, error) = error_of(ingest.post(body, signature.as_deref()).await).await;
+        assert_eq!(status, 400, "{reason}");
+        assert!(error.contains(reason), "{error:?} should say {reason:?}");
+    }
+    assert_eq!(ingest.post(body.clone(), Some(&good)).await.status(), 200);
+    assert_only_published(&broker, &body).await;
+    let stale = ingest
+        .metric("idv_ingest_signature_failures_total{reason=\"timestamp_out_of_tolerance\"}")
+        .await;
+    assert_eq!(stale, 2.0);
+}
+
+#[tokio::test]
+async fn during_rotation_either_secret_is_accepted() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[("STRIPE_WEBHOOK_SECRET", "whsec_old_one, whsec_new_one")],
+    )
+    .await;
+    let body = fixture("evt_processing.json");
+    for secret in ["whsec_old_one", "whsec_new_one"] {
+        let response = ingest
+            .post(body.clone(), Some(&sign_now(secret, &body)))
+            .await;
+        assert_eq!(response.status(), 200, "{secret}");
+    }
+    let (status, _) = error_of(ingest.post_signed(body.clone()).await).await;
+    assert_eq!(status, 400, "the retired test secret is no longer valid");
+    let queue = broker.topology.events_queue();
+    eventually(DEADLINE, "both events published", || async {
+        broker.message_count(&queue).await == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_and_not_published() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[("INGEST_MAX_BODY_BYTES", "4096")]).await;
+    let padding = "x".repeat(5000);
+    let big = session_event(
+        "evt_big",
+        "identity.verification_session.processing",
+        now_unix(),
+        serde_json::json!({"id": "vs_big", "status": "processing", "padding": padding}),
+    );
+    let (status, error) = error_of(ingest.post_signed(big).await).await;
+    assert_eq!(status, 413);
+    assert!(error.contains("4096"), "{error}");
+    let body = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
+    assert_only_published(&broker, &body).await;
+}
+
+#[tokio::test]
+async fn the_default_limit_is_one_mebibyte() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let (status, _) = error_of(ingest.post_signed(vec![b' '; 1024 * 1024 + 1]).await).await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn a_signed_body_that_is_not_an_event_is_400() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let cases: [(&[u8], &str); 4] = [
+        (b"this is not json", "not a JSON object"),
+        (
+            br#"{"id":"cus_1","object":"customer","type":"customer.created","created":1}"#,
+            "not a Stripe event",
+        ),
+        (
+            br#"{"id":"evt_1","object":"event","created":1}"#,
+            "not a JSON object",
+        ),
+        (
+            br#"{"id":"nope","object":"event","type":"a.b","created":1}"#,
+            "event `id` is invalid",
+        ),
+    ];
+    for (body, reason) in cases {
+        let (status, error) = error_of(ingest.post_signed(body.to_vec()).await).await;
+        assert_eq!(status, 400, "{reason}");
+        assert!(error.contains(reason), "{error:?} should say {reason:?}");
+    }
+    let body = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
+    assert_only_published(&broker, &body).await;
+}
+
+#[tokio::test]
+async fn an_event_of_the_other_mode_is_refused_when_a_mode_is_expected() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[("EXPECTED_LIVEMODE", "true")]).await;
+    let (status, error) = error_of(ingest.post_signed(fixture("evt_verified.json")).await).await;
+    assert_eq!(status, 400);
+    assert!(error.contains("livemode"), "{error}");
+    let live = session_event(
+        "evt_live1",
+        "identity.verification_session.processing",
+        now_unix(),
+        serde_json::json!({"id": "vs_live1", "status": "processing"}),
+    );
+    let live = String::from_utf8(live)
+        .unwrap()
+        .replace("\"livemode\":false", "\"livemode\":true");
+    assert_eq!(
+        ingest.post_signed(live.clone().into_bytes()).await.status(),
+        200
+    );
+    assert_only_published(&broker, live.as_bytes()).await;
+}
+
+#[tokio::test]
+async fn an_event_type_nobody_consumes_is_kept_in_the_unrouted_queue() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let body = session_event(
+        "evt_cust1",
+        "customer.created",
+        now_unix(),
+        serde_json::json!({}),
+    );
+    assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
+    let message = broker
+        .get(&broker.topology.unrouted_queue(), DEADLINE)
+        .await;
+    assert_eq!(message.body, body);
+    assert_eq!(message.routing_key, "customer.created");
+    assert_eq!(
+        broker.message_count(&broker.topology.events_queue()).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn broker_lost_is_503_within_the_bound_then_recovers_without_restart() {
+    let broker = TestBroker::new().await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("AMQP_URL", &amqp_url),
+            ("INGEST_PUBLISH_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+    let body = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
+    assert_eq!(ingest.admin("/readyz").await.0, 200);
+
+    proxy.cut();
+    eventually(DEADLINE, "readyz to report the broker down", || async {
+        ingest.admin("/readyz").await.0 == 503
+    })
+    .await;
+    let started = Instant::now();
+    let (status, error) = error_of(ingest.post_signed(body.clone()).await).await;
+    assert_eq!(status, 503);
+    assert!(error.contains("retry later"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered within the bound"
+    );
+    assert!(
+        ingest
+            .metric("idv_ingest_publish_failures_total{reason=\"unavailable\"}")
+            .await
+            >= 1.0
+    );
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(30),
+        "ingest to publish again",
+        || async { ingest.post_signed(body.clone()).await.status() == 200 },
+    )
+    .await;
+    assert_eq!(ingest.admin("/readyz").await.0, 200);
+    let queue = broker.topology.events_queue();
+    // The event before the cut and the one after recovery; the 503s published nothing.
+    assert_eq!(broker.get(&queue, DEADLINE).await.body, body);
+    assert_eq!(broker.get(&queue, DEADLINE).await.body, body);
+    assert_eq!(broker.message_count(&queue).await, 0);
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_served_on_the_admin_listener() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    assert_eq!(ingest.admin("/healthz").await.0, 200);
+    assert_eq!(ingest.admin("/readyz").await.0, 200);
+    ingest.post(b"{}".to_vec(), None).await;
+    let (status, text) = ingest.admin("/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        "idv_ingest_requests_total{outcome=\"bad_signature\"} 1",
+        "idv_ingest_signature_failures_total{reason=\"missing_header\"} 1",
+        "idv_ingest_in_flight_requests 0",
+        "idv_ingest_publish_duration_seconds_count",
+    ] {
+        assert!(text.contains(series), "metrics lack {series}:\n{text}");
+    }
+    // The webhook listener does not serve admin paths.
+    let response = ingest
+        .client
+        .get(format!("{}/metrics", ingest.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_an_in_flight_request() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let body = fixture("evt_verified.json");
+    let signature = sign_now(TEST_SECRET, &body);
+    let (first, rest) = body.split_at(100);
+    let (send_rest, receive_rest) = tokio::sync::oneshot::channel::<()>();
+    let first = first.to_vec();
+    let rest = rest.to_vec();
+    // The body's second half is held back until the test has asked ingest to stop.
+    let chunks = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures_util::stream::once(async move {
+            let _ = receive_rest.await;
+            Ok(rest)
+        }),
+    );
+    let request = ingest
+        .client
+        .post(format!("{}/webhook", ingest.address))
+        .header("Stripe-Signature", signature)
+        .header("Content-Length", body.len().to_string())
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send();
+    let request = tokio::spawn(request);
+    eventually(DEADLINE, "the request to be in flight", || async {
+        ingest.metric("idv_ingest_in_flight_requests").await == 1.0
+    })
+    .await;
+    let stop = ingest.stop_token();
+    stop.cancel();
+    let _ = send_rest.send(());
+    let response = request
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), 200);
+    ingest.join().await.expect("ingest stops cleanly");
+    let message = broker.get(&broker.topology.events_queue(), DEADLINE).await;
+    assert_eq!(message.body, body);
+}
