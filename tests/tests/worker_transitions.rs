@@ -1,0 +1,376 @@
+//! The transition, driven through `Store::apply` (the step apart from the
+//! consume loop) against a real PostgreSQL: the seed scenarios, each
+//! `last_error.code` family, the attempt limit, duplicates and redaction.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failure should stop the test loudly
+
+#[path = "worker_support/mod.rs"]
+mod support;
+
+use idv_tests::database::TestDatabase;
+use idv_tests::fixtures::fixture;
+use shared::LastErrorCode;
+use support::*;
+use worker::store::{Applied, read};
+
+async fn outbox_kinds(client: &tokio_postgres::Client, subject: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT kind FROM outbox WHERE subject_key = $1 ORDER BY id",
+            &[&subject],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn seed_scenario_verified_after_one_failed_submission() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let bodies: Vec<_> = [
+        "evt_processing.json",
+        "evt_requires_input_document_expired.json",
+        "evt_verified.json",
+    ]
+    .map(fixture)
+    .to_vec();
+    let outcomes = apply_each(&store, &settings, &bodies).await;
+    assert!(outcomes.iter().all(|o| o.applied == Applied::Applied));
+    assert_eq!(
+        outcomes[1].counted_failure.as_deref(),
+        Some("document_expired")
+    );
+
+    let client = db.client().await;
+    let subject = read::subject(&client, "user_8f14e45fceea", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(subject.status, "verified");
+    assert_eq!(subject.failed_attempts, 1);
+    assert_eq!(subject.last_error_code.as_deref(), Some("document_expired"));
+    assert_eq!(
+        subject.decided_by_session.as_deref(),
+        Some("vs_1Sk3Gh2eZvKYlo2CqR8tNw4P")
+    );
+    assert_eq!(subject.sessions.len(), 1);
+    let session = &subject.sessions[0];
+    assert_eq!(session.status, "verified");
+    assert_eq!(
+        session.last_event_id.as_deref(),
+        Some("evt_1Sk3Ke2eZvKYlo2CwQ9nFs4d")
+    );
+    assert_eq!(session.last_error_code, None);
+    assert_eq!(
+        outbox_kinds(&client, "user_8f14e45fceea").await,
+        [
+            "notify_user_retry",
+            "notify_user_verified",
+            "platform_follow_up"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn seed_scenario_requires_input_keeps_code_and_reason() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let body = fixture("evt_requires_input_selfie_face_mismatch.json");
+    apply_each(&store, &settings, &[body]).await;
+    let client = db.client().await;
+    let session = read::session(&client, "vs_1Sk3Jm2eZvKYlo2CxW5bLq7D")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.status, "requires_input");
+    assert_eq!(
+        session.last_error_code.as_deref(),
+        Some("selfie_face_mismatch")
+    );
+    assert!(session.last_error_reason.unwrap().contains("face image"));
+    let subject = read::subject(&client, "user_c9f0f895fb98", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (subject.status.as_str(), subject.failed_attempts),
+        ("requires_input", 1)
+    );
+    let retry = client
+        .query_one(
+            "SELECT idempotency_key, payload FROM outbox WHERE kind = 'notify_user_retry'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let payload: serde_json::Value = retry.get(1);
+    assert_eq!(payload["code"], "selfie_face_mismatch");
+    assert_eq!(payload["attempts_left"], 2);
+    assert!(payload["reason"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn every_code_family_gets_its_policy() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let client = db.client().await;
+    let mut codes: Vec<String> = LastErrorCode::KNOWN.iter().map(|c| c.to_string()).collect();
+    codes.push("a_code_from_the_future".into());
+    for code in codes {
+        let user = unique("user_");
+        let body = failed(&unique("evt_"), &unique("vs_"), &user, 1_700_000_000, &code);
+        apply_each(&store, &settings, &[body]).await;
+        let subject = read::subject(&client, &user, 3).await.unwrap().unwrap();
+        let expected = match code.as_str() {
+            "abandoned" => ("requires_input", 0),
+            "under_supported_age" | "country_not_supported" | "consent_declined" => {
+                ("manual_review", 1)
+            }
+            _ => ("requires_input", 1),
+        };
+        assert_eq!(
+            (subject.status.as_str(), subject.failed_attempts),
+            expected,
+            "code {code}"
+        );
+        let kinds = outbox_kinds(&client, &user).await;
+        match expected.0 {
+            "manual_review" => assert_eq!(
+                kinds,
+                [
+                    "cancel_stripe_session",
+                    "notify_user_alternative",
+                    "alert_reviewers"
+                ],
+                "code {code}"
+            ),
+            _ if code == "abandoned" => assert!(kinds.is_empty(), "abandoned is not an attempt"),
+            _ => assert_eq!(kinds, ["notify_user_retry"], "code {code}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_failures_reach_manual_review_and_a_fourth_changes_nothing() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let client = db.client().await;
+    let (user, vs) = (unique("user_"), unique("vs_"));
+    let bodies: Vec<_> = (0..3)
+        .map(|i| {
+            failed(
+                &unique("evt_"),
+                &vs,
+                &user,
+                1_700_000_000 + i,
+                "document_expired",
+            )
+        })
+        .collect();
+    let outcomes = apply_each(&store, &settings, &bodies).await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .map(|o| o.reached_manual_review)
+            .collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    let subject = read::subject(&client, &user, 3).await.unwrap().unwrap();
+    assert_eq!(
+        (subject.status.as_str(), subject.failed_attempts),
+        ("manual_review", 3)
+    );
+    assert_eq!(
+        outbox_kinds(&client, &user).await,
+        [
+            "notify_user_retry",
+            "notify_user_retry",
+            "cancel_stripe_session",
+            "notify_user_alternative",
+            "alert_reviewers"
+        ]
+    );
+    let cancel: serde_json::Value = client
+        .query_one(
+            "SELECT payload FROM outbox WHERE kind = 'cancel_stripe_session'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cancel["session_id"], vs.as_str());
+    assert_eq!(cancel["why"], "attempt_limit");
+
+    let fourth = failed(
+        &unique("evt_"),
+        &vs,
+        &user,
+        1_700_000_010,
+        "selfie_face_mismatch",
+    );
+    apply_each(&store, &settings, &[fourth]).await;
+    let after = read::subject(&client, &user, 3).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.status.as_str(),
+            after.failed_attempts,
+            after.decided_by_session.as_deref()
+        ),
+        ("manual_review", 3, subject.decided_by_session.as_deref())
+    );
+    assert_eq!(outbox_kinds(&client, &user).await.len(), 5);
+}
+
+#[tokio::test]
+async fn a_non_retryable_code_goes_to_manual_review_at_once() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let (user, vs) = (unique("user_"), unique("vs_"));
+    let body = failed(
+        &unique("evt_"),
+        &vs,
+        &user,
+        1_700_000_000,
+        "under_supported_age",
+    );
+    let outcome = apply_each(&store, &settings, &[body]).await;
+    assert!(outcome[0].reached_manual_review);
+    let client = db.client().await;
+    let subject = read::subject(&client, &user, 3).await.unwrap().unwrap();
+    assert_eq!(
+        (subject.status.as_str(), subject.failed_attempts),
+        ("manual_review", 1)
+    );
+    let why: serde_json::Value = client
+        .query_one(
+            "SELECT payload FROM outbox WHERE kind = 'alert_reviewers'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(why["why"], "not_retryable");
+    // A later success still wins.
+    let verified = event(
+        &unique("evt_"),
+        "verified",
+        1_700_000_100,
+        session(&vs, "verified", Some(&user), None),
+    );
+    apply_each(&store, &settings, &[verified]).await;
+    let subject = read::subject(&client, &user, 3).await.unwrap().unwrap();
+    assert_eq!(subject.status, "verified");
+}
+
+#[tokio::test]
+async fn duplicates_apply_once_across_batches_and_within_one() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let (user, vs) = (unique("user_"), unique("vs_"));
+    let body = failed(
+        &unique("evt_"),
+        &vs,
+        &user,
+        1_700_000_000,
+        "document_expired",
+    );
+    let many = vec![body.clone(); 5];
+    let in_one = apply_batch(&store, &settings, &many).await;
+    assert_eq!(in_one[0].applied, Applied::Applied);
+    assert!(in_one[1..].iter().all(|o| o.applied == Applied::Duplicate));
+    let again = apply_each(&store, &settings, &many).await;
+    assert!(again.iter().all(|o| o.applied == Applied::Duplicate));
+    let client = db.client().await;
+    let subject = read::subject(&client, &user, 3).await.unwrap().unwrap();
+    assert_eq!(subject.failed_attempts, 1);
+    assert_eq!(outbox_kinds(&client, &user).await, ["notify_user_retry"]);
+}
+
+#[tokio::test]
+async fn redaction_erases_personal_data_and_keeps_dedupe_and_counts() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let bodies: Vec<_> = [
+        "evt_requires_input_document_expired.json",
+        "evt_verified.json",
+        "evt_redacted.json",
+    ]
+    .map(fixture)
+    .to_vec();
+    let outcomes = apply_each(&store, &settings, &bodies).await;
+    assert_eq!(outcomes[2].applied, Applied::Redacted);
+    let vs = "vs_1Sk3Gh2eZvKYlo2CqR8tNw4P";
+    let client = db.client().await;
+    let payloads: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE session_id = $1 AND payload IS NOT NULL",
+            &[&vs],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payloads, 0, "no payload survives redaction");
+    let reasons: i64 = client
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE session_id = $1 AND payload ? 'reason'",
+            &[&vs],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reasons, 0, "no reason text survives redaction");
+    let session = read::session(&client, vs).await.unwrap().unwrap();
+    assert!(session.redacted);
+    assert_eq!(session.last_error_reason, None);
+    assert_eq!(session.status, "verified");
+    let subject = read::subject(&client, "user_8f14e45fceea", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (subject.status.as_str(), subject.failed_attempts),
+        ("verified", 1)
+    );
+    // Still deduplicated; a late event of a redacted session keeps no payload.
+    let again = apply_each(
+        &store,
+        &settings,
+        &[fixture("evt_requires_input_document_expired.json")],
+    )
+    .await;
+    assert_eq!(again[0].applied, Applied::Duplicate);
+    apply_each(&store, &settings, &[fixture("evt_processing.json")]).await;
+    let late: Option<serde_json::Value> = client
+        .query_one(
+            "SELECT payload FROM events WHERE id = 'evt_1Sk3Hq2eZvKYlo2CgT0oRk5a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, None);
+}
+
+#[tokio::test]
+async fn a_subject_whose_only_session_is_canceled_is_canceled() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    apply_each(&store, &settings, &[fixture("evt_canceled.json")]).await;
+    let client = db.client().await;
+    let subject = read::subject(&client, "user_45c48cce2e2d", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(subject.status, "canceled");
+    assert_eq!(subject.sessions[0].status, "canceled");
+}

@@ -1,0 +1,146 @@
+//! The record in PostgreSQL: a pool, and [`Store::apply`], which applies a
+//! batch of events in one transaction and falls back to one transaction per
+//! event when the database refuses one of them, so that one bad event does
+//! not fail its batch.
+
+mod apply;
+mod error;
+mod outbox;
+mod pool;
+mod queries;
+pub mod read;
+
+pub use error::{StoreError, Unavailable};
+pub use pool::{connect_pool, pg_config};
+
+use deadpool_postgres::Pool;
+
+use crate::incoming::{Incoming, MessageFailure};
+use crate::settings::Settings;
+
+/// The rules a transition follows, from the settings.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `IDV_MAX_FAILED_ATTEMPTS`.
+    pub max_failed_attempts: i32,
+    /// `IDV_FETCH_VERIFIED_OUTPUTS`.
+    pub fetch_verified_outputs: bool,
+}
+
+impl Rules {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            max_failed_attempts: settings.max_failed_attempts,
+            fetch_verified_outputs: settings.fetch_verified_outputs,
+        }
+    }
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Applied {
+    /// It moved its session forward.
+    Applied,
+    /// Older than what the session had: stored, the session unchanged
+    /// (a failed submission still counts once).
+    Stale,
+    /// Its id was already in the inbox: nothing changed.
+    Duplicate,
+    /// A `redacted` event: the session's personal data was erased.
+    Redacted,
+}
+
+impl Applied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Stale => "stale",
+            Self::Duplicate => "duplicate",
+            Self::Redacted => "redacted",
+        }
+    }
+}
+
+/// The outcome of one event, for acks, metrics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOutcome {
+    pub applied: Applied,
+    /// The code of a failed submission this event counted.
+    pub counted_failure: Option<String>,
+    /// The subject entered manual review with this event.
+    pub reached_manual_review: bool,
+}
+
+impl EventOutcome {
+    fn of(applied: Applied) -> Self {
+        Self {
+            applied,
+            counted_failure: None,
+            reached_manual_review: false,
+        }
+    }
+}
+
+/// The pool and the rules: everything a consumer needs to apply events.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+    rules: Rules,
+}
+
+impl Store {
+    pub fn new(pool: Pool, rules: Rules) -> Self {
+        Self { pool, rules }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Applies `batch`, one outcome per event in order. `Err` means the
+    /// database is unavailable and nothing was committed: retry it all.
+    pub async fn apply(
+        &self,
+        batch: &[&Incoming],
+    ) -> Result<Vec<Result<EventOutcome, MessageFailure>>, Unavailable> {
+        match self.apply_in_one_transaction(batch).await {
+            Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+            Err(StoreError::Unavailable(error)) => Err(error),
+            Err(StoreError::Refused(reason)) if batch.len() == 1 => {
+                Ok(vec![Err(MessageFailure::Refused(reason))])
+            }
+            Err(StoreError::Refused(_)) => {
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for event in batch {
+                    outcomes.push(match self.apply_in_one_transaction(&[event]).await {
+                        Ok(mut one) => one.pop().ok_or_else(|| {
+                            MessageFailure::Refused("no outcome for the event".to_owned())
+                        }),
+                        Err(StoreError::Refused(reason)) => Err(MessageFailure::Refused(reason)),
+                        Err(StoreError::Unavailable(error)) => return Err(error),
+                    });
+                }
+                Ok(outcomes)
+            }
+        }
+    }
+
+    async fn apply_in_one_transaction(
+        &self,
+        batch: &[&Incoming],
+    ) -> Result<Vec<EventOutcome>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let outcomes = apply::apply_batch(&tx, &self.rules, batch).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Whether a connection can be had and answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        match self.pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}

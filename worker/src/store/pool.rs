@@ -1,0 +1,56 @@
+//! The connection pool. Its size bounds the worker's concurrency; deadpool
+//! never fails to create a pool, so [`connect_pool`] takes one connection to
+//! fail fast at start-up.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::NoTls;
+
+/// How long to wait for a free or a new connection before calling the
+/// database unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parses `url` (checked, never logged) into a driver configuration.
+pub fn pg_config(url: &SecretString) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(url.expose_secret()).map_err(|_| {
+        anyhow::anyhow!("invalid DATABASE_URL: expected postgres://user@host:port/database")
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("idv-worker");
+    Ok(config)
+}
+
+/// A pool of `size` connections, with one taken and returned.
+pub async fn connect_pool(url: &SecretString, size: usize) -> anyhow::Result<Pool> {
+    let manager = Manager::from_config(
+        pg_config(url)?,
+        NoTls,
+        ManagerConfig {
+            // A quick `is_closed` check: a dead connection fails its next
+            // query, which is retried as an infrastructure failure.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(CONNECT_TIMEOUT),
+            create: Some(CONNECT_TIMEOUT),
+            recycle: Some(CONNECT_TIMEOUT),
+        })
+        .build()
+        .context("building the database pool")?;
+    drop(
+        pool.get()
+            .await
+            .context("connecting to the database (DATABASE_URL)")?,
+    );
+    Ok(pool)
+}
