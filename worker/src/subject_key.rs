@@ -73,7 +73,8 @@ mod tests {
     use super::*;
 
     fn session(json: serde_json::Value) -> VerificationSession {
-        serde_json::from_value(json).unwrap()
+        // Ids borrow from the input, so deserialize from a reference.
+        serde::Deserialize::deserialize(&json).unwrap()
     }
 
     #[test]
