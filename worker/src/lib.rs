@@ -15,3 +15,10 @@ pub mod settings;
 pub mod store;
 pub mod subject_key;
 pub mod transition;
+
+pub mod admin;
+pub mod app;
+pub mod consume;
+pub mod ctl;
+pub mod health;
+pub mod metrics;

@@ -1,0 +1,135 @@
+//! The application: built (pool connected, topology declared, admin
+//! listener bound) before it runs, so start-up fails fast; then consumers
+//! under one cancellation token and task tracker until shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::consume::{self, Context};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::{self, Rules, Store};
+
+/// A built worker, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    context: Arc<Context>,
+    admin: TcpListener,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = store::connect_pool(&settings.database_url, settings.pool_size).await?;
+        declare_topology(&settings).await?;
+        let admin = TcpListener::bind(settings.admin_listen)
+            .with_context(|| format!("binding WORKER_ADMIN_LISTEN {}", settings.admin_listen))?;
+        admin.set_nonblocking(true)?;
+        info!(
+            consumers = settings.consumers,
+            pool_size = settings.pool_size,
+            prefetch = settings.prefetch,
+            batch_size = settings.batch_size,
+            batch_linger_ms = settings.batch_linger.as_millis(),
+            queue = %settings.topology.events_queue(),
+            "worker built"
+        );
+        let rules = Rules::from_settings(&settings);
+        Ok(Self {
+            context: Arc::new(Context {
+                store: Store::new(pool, rules),
+                settings,
+                metrics: Arc::new(Metrics::default()),
+                health: Arc::new(Health::default()),
+                shutdown: CancellationToken::new(),
+            }),
+            admin,
+        })
+    }
+
+    /// The admin listener's port (useful with port 0).
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Cancel it to stop the worker gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.context.shutdown.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.context.metrics)
+    }
+
+    /// Consumes until the shutdown token is cancelled, then finishes the
+    /// batches in hand, closes the broker links and the admin listener.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let ctx = self.context;
+        let server = crate::admin::serve(
+            self.admin,
+            Arc::clone(&ctx.health),
+            Arc::clone(&ctx.metrics),
+        )
+        .context("starting the admin listener")?;
+        let server_handle = server.handle();
+        let admin_task = tokio::spawn(server);
+        let tracker = TaskTracker::new();
+        for index in 0..ctx.settings.consumers {
+            tracker.spawn(consume::run_consumer(Arc::clone(&ctx), index));
+        }
+        tracker.close();
+        ctx.shutdown.cancelled().await;
+        info!("shutting down: finishing the batches in hand");
+        tracker.wait().await;
+        server_handle.stop(true).await;
+        let _ = admin_task.await;
+        ctx.store.pool().close();
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Declares the topology once at start, so a wrong `AMQP_URL` fails fast.
+async fn declare_topology(settings: &Settings) -> anyhow::Result<()> {
+    let connection = Connection::connect(
+        settings.amqp_url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .context("connecting to the broker (AMQP_URL)")?;
+    let channel = connection.create_channel().await?;
+    shared::topology::declare(&channel, &settings.topology)
+        .await
+        .context("declaring the AMQP topology")?;
+    let _ = connection.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            token.cancel();
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    token.cancel();
+}

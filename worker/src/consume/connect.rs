@@ -1,0 +1,64 @@
+//! One consumer's link to the broker: its own connection, a consuming
+//! channel with an explicit prefetch, and a confirm-mode channel for
+//! forwarding failed messages. Every option is written out.
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use secrecy::ExposeSecret;
+
+use crate::settings::Settings;
+
+/// An open connection with its channels and consumer.
+#[derive(Debug)]
+pub struct Link {
+    pub connection: Connection,
+    pub channel: Channel,
+    /// Confirm mode: a forwarded message is acked only once the broker has it.
+    pub publisher: Channel,
+    pub consumer: Consumer,
+}
+
+/// Connects, declares the topology and starts consuming `idv.events`.
+pub async fn open(settings: &Settings, consumer_tag: &str) -> Result<Link, lapin::Error> {
+    let connection = Connection::connect(
+        settings.amqp_url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    shared::topology::declare(&channel, &settings.topology).await?;
+    channel
+        .basic_qos(
+            settings.prefetch, // unacked deliveries this consumer may hold: ≥ one batch
+            BasicQosOptions {
+                global: false, // per consumer, not shared by the channel's consumers
+            },
+        )
+        .await?;
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions {
+            nowait: false, // wait for select-ok: confirms must be on before publishing
+        })
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            settings.topology.events_queue().as_str().into(),
+            consumer_tag.into(),
+            BasicConsumeOptions {
+                no_local: false,  // irrelevant to queues; RabbitMQ ignores it
+                no_ack: false,    // manual acks: ack only after COMMIT
+                exclusive: false, // every worker consumes the same queue
+                nowait: false,    // wait for consume-ok so errors surface here
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(Link {
+        connection,
+        channel,
+        publisher,
+        consumer,
+    })
+}

@@ -1,0 +1,154 @@
+//! Prometheus metrics of the worker, served as text on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The Stripe event type (`unknown` when the body could not be read).
+    pub event_type: String,
+    /// applied | stale | duplicate | redacted | retried | dead_lettered
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// unparseable | unknown_type | status_mismatch | refused
+    pub kind: String,
+}
+
+/// Every metric the worker exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: Family<EventLabels, Counter>,
+    pub duplicates: Counter,
+    pub stale: Counter,
+    pub failed_attempts: Family<CodeLabels, Counter>,
+    pub attempt_limit_reached: Counter,
+    /// From delivery to ack, per event.
+    pub processing_seconds: Histogram,
+    pub batch_size: Histogram,
+    pub message_retries: Family<KindLabels, Counter>,
+    pub dead_letters: Family<KindLabels, Counter>,
+    /// Retries of a batch because PostgreSQL was unavailable.
+    pub infrastructure_retries: Counter,
+    /// now − the event's `created`, for the last batch.
+    pub consumer_lag_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("idv_worker");
+        let events = Family::default();
+        registry.register(
+            "events",
+            "Events processed, by type and outcome",
+            events.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "duplicates",
+            "Events already in the inbox",
+            duplicates.clone(),
+        );
+        let stale = Counter::default();
+        registry.register(
+            "stale_events",
+            "Events older than their session's state",
+            stale.clone(),
+        );
+        let failed_attempts = Family::default();
+        registry.register(
+            "failed_attempts",
+            "Failed submissions counted, by code",
+            failed_attempts.clone(),
+        );
+        let attempt_limit_reached = Counter::default();
+        registry.register(
+            "subjects_manual_review",
+            "Subjects that reached the attempt limit or a non-retryable code",
+            attempt_limit_reached.clone(),
+        );
+        let processing_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "processing_seconds",
+            "Time from delivery to ack",
+            processing_seconds.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "batch_size",
+            "Deliveries per transaction",
+            batch_size.clone(),
+        );
+        let message_retries = Family::default();
+        registry.register(
+            "message_retries",
+            "Messages sent to a retry queue",
+            message_retries.clone(),
+        );
+        let dead_letters = Family::default();
+        registry.register(
+            "dead_letters",
+            "Messages sent to the dead-letter queue",
+            dead_letters.clone(),
+        );
+        let infrastructure_retries = Counter::default();
+        registry.register(
+            "infrastructure_retries",
+            "Batch retries while PostgreSQL was unavailable",
+            infrastructure_retries.clone(),
+        );
+        let consumer_lag_seconds = Gauge::default();
+        registry.register(
+            "consumer_lag_seconds",
+            "Now minus the newest processed event's created",
+            consumer_lag_seconds.clone(),
+        );
+        Self {
+            registry,
+            events,
+            duplicates,
+            stale,
+            failed_attempts,
+            attempt_limit_reached,
+            processing_seconds,
+            batch_size,
+            message_retries,
+            dead_letters,
+            infrastructure_retries,
+            consumer_lag_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn event(&self, event_type: &str, outcome: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                event_type: event_type.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
