@@ -133,3 +133,108 @@ pub async fn query_json(client: &tokio_postgres::Client, sql: &str, key: &str) -
     let text: String = row.get(0);
     serde_json::from_str(&text).expect("json")
 }
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    pub admin_port: u16,
+    pub metrics: std::sync::Arc<worker::metrics::Metrics>,
+    token: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    /// Builds and starts a worker with `settings`.
+    pub async fn start(settings: Settings) -> Self {
+        let app = worker::app::Application::build(settings)
+            .await
+            .expect("the worker builds");
+        let admin_port = app.admin_port();
+        let metrics = app.metrics();
+        let token = app.shutdown_token();
+        let handle = tokio::spawn(app.run_until_stopped());
+        Self {
+            admin_port,
+            metrics,
+            token,
+            handle,
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle
+            .await
+            .expect("worker task")
+            .expect("worker stops cleanly");
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .await
+            .expect("admin answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+}
+
+/// Publishes `body` to the events exchange as ingest does (routing key =
+/// event type, persistent, with ingest's receive-time header).
+pub async fn publish(broker: &TestBroker, event_type: &str, body: &[u8]) {
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-received-at-ms".into(),
+        AMQPValue::LongLongInt(worker::consume::now_ms()),
+    );
+    let properties = lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_type(event_type.into())
+        .with_headers(headers);
+    broker
+        .channel()
+        .basic_publish(
+            broker.topology.events_exchange().as_str().into(),
+            event_type.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("published");
+}
+
+/// The `type` of an event body.
+pub fn type_of(body: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(body).expect("json");
+    value["type"].as_str().expect("type").to_owned()
+}
+
+/// Rows in `events`.
+pub async fn event_count(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// The order-independent part of the record, as comparable text.
+pub async fn snapshot(client: &tokio_postgres::Client, like: &str) -> Value {
+    json!({
+        "subjects": query_json(client,
+            "SELECT key, status, failed_attempts, blocked, last_error_code, decided_by_session \
+             FROM subjects WHERE key LIKE $1 ORDER BY key", like).await,
+        "sessions": query_json(client,
+            "SELECT id, subject_key, status, last_error_code, last_error_reason, last_event_id, \
+             last_event_created, last_event_rank, redacted_at IS NOT NULL AS redacted \
+             FROM sessions WHERE id LIKE $1 ORDER BY id", like).await,
+        "events": query_json(client,
+            "SELECT id, type, session_id, counted_attempt, error_code, payload IS NULL AS erased \
+             FROM events WHERE session_id LIKE $1 ORDER BY id", like).await,
+    })
+}
