@@ -238,3 +238,72 @@ pub async fn snapshot(client: &tokio_postgres::Client, like: &str) -> Value {
              FROM events WHERE session_id LIKE $1 ORDER BY id", like).await,
     })
 }
+
+/// A realistic stream for `subjects` people (ids carry `prefix`): failures
+/// with several codes, successes, a third failure reaching the limit, a
+/// canceled session followed by a second one verified within one second of
+/// its `processing` (the rank tie-break).
+pub fn scenario(prefix: &str, subjects: usize) -> Vec<Vec<u8>> {
+    let codes = [
+        "document_expired",
+        "selfie_face_mismatch",
+        "id_number_mismatch",
+    ];
+    let mut bodies = Vec::new();
+    for s in 0..subjects {
+        let user = format!("user_{prefix}{s}");
+        let vs = format!("vs_{prefix}{s}a");
+        let base = 1_700_000_000 + i64::try_from(s).expect("small") * 10;
+        let code = codes[s % codes.len()];
+        let mut n = 0;
+        let mut id = || {
+            n += 1;
+            format!("evt_{prefix}{s}_{n}")
+        };
+        let processing = |vs: &str| session(vs, "processing", Some(&user), None);
+        bodies.push(event(&id(), "processing", base, processing(&vs)));
+        bodies.push(failed(&id(), &vs, &user, base + 1, code));
+        bodies.push(event(&id(), "processing", base + 2, processing(&vs)));
+        bodies.push(failed(
+            &id(),
+            &vs,
+            &user,
+            base + 3,
+            "document_unverified_other",
+        ));
+        match s % 3 {
+            0 => bodies.push(event(
+                &id(),
+                "verified",
+                base + 4,
+                session(&vs, "verified", Some(&user), None),
+            )),
+            1 => bodies.push(failed(&id(), &vs, &user, base + 5, code)),
+            _ => {
+                bodies.push(event(
+                    &id(),
+                    "canceled",
+                    base + 4,
+                    session(&vs, "canceled", Some(&user), None),
+                ));
+                let second = format!("vs_{prefix}{s}b");
+                bodies.push(event(&id(), "processing", base + 6, processing(&second)));
+                bodies.push(event(
+                    &id(),
+                    "verified",
+                    base + 6,
+                    session(&second, "verified", Some(&user), None),
+                ));
+            }
+        }
+    }
+    bodies
+}
+
+/// The expected subject statuses of [`scenario`].
+pub fn scenario_status(s: usize) -> &'static str {
+    match s % 3 {
+        1 => "manual_review",
+        _ => "verified",
+    }
+}
