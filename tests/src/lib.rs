@@ -3,6 +3,7 @@
 //! condition with a deadline.
 #![allow(clippy::expect_used)] // test support: a failed set-up should stop the test loudly
 
+pub mod bench;
 pub mod broker;
 pub mod database;
 pub mod fixtures;

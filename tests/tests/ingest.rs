@@ -1,5 +1,6 @@
 //! `idv-ingest` against the real RabbitMQ: what is accepted is durably in the
 //! queue, byte for byte; what is refused changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
 use std::time::{Duration, Instant};
 

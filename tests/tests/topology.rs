@@ -1,4 +1,5 @@
 //! The AMQP topology declares on the real broker, twice, and routes as designed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
 use std::time::Duration;
 

@@ -1,0 +1,93 @@
+//! The broker's own ceiling: a lapin publisher with pipelined confirms,
+//! persistent messages into the same quorum queue ingest feeds. Ingest can
+//! at best approach this; the ratio shows what the HTTP layer costs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use shared::topology::Topology;
+
+use super::stats::{PhaseResult, micros};
+
+/// Publishes `body` for `duration` from `publishers` concurrent tasks spread
+/// over `channels` confirm channels; each task waits for its confirm before
+/// its next publish, so up to `publishers` confirms are in flight.
+pub async fn measure(
+    url: &str,
+    topology: &Topology,
+    body: Arc<Vec<u8>>,
+    channels: usize,
+    publishers: usize,
+    duration: Duration,
+) -> anyhow::Result<PhaseResult> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let mut opened = Vec::with_capacity(channels);
+    for _ in 0..channels {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions { nowait: false })
+            .await?;
+        opened.push(channel);
+    }
+    let exchange = topology.events_exchange();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(publishers);
+    for n in 0..publishers {
+        let channel = opened[n % channels].clone();
+        let exchange = exchange.clone();
+        let body = Arc::clone(&body);
+        let stop = Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let confirmed = async {
+                    channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            "identity.verification_session.processing".into(),
+                            BasicPublishOptions {
+                                mandatory: true,
+                                immediate: false,
+                            },
+                            &body,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await?
+                        .await
+                }
+                .await;
+                match confirmed {
+                    Ok(Confirmation::Ack(None)) => {
+                        ok += 1;
+                        latencies.push(micros(sent.elapsed()));
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed, latencies)
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
+    for task in tasks {
+        let (o, f, l) = task.await?;
+        ok += o;
+        failed += f;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed();
+    let _ = connection.close(200, "bench done".into()).await;
+    Ok(PhaseResult::new(
+        &format!("broker ceiling ({publishers} in flight)"),
+        ok,
+        failed,
+        elapsed,
+        latencies,
+    ))
+}

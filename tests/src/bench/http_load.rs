@@ -1,0 +1,138 @@
+//! An HTTP load generator for `POST /webhook`: distinct, freshly signed
+//! events over keep-alive connections, either as fast as the server answers
+//! (closed loop) or at a fixed rate (open loop, latency measured from each
+//! request's scheduled time so a stall is not hidden).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shared::{WebhookSecret, sign_test_header};
+
+use super::stats::{PhaseResult, micros};
+use crate::fixtures::now_unix;
+
+/// What to send and how hard.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub url: String,
+    pub secret: WebhookSecret,
+    /// Concurrent connections, each with one request in flight.
+    pub connections: usize,
+    pub duration: Duration,
+    /// `None`: as fast as possible; `Some(r)`: `r` requests/s in total.
+    pub rate: Option<f64>,
+    /// Approximate body size in bytes.
+    pub body_bytes: usize,
+}
+
+/// A realistic `requires_input` event of about `size` bytes with a unique id.
+pub fn event_body(sequence: u64, size: usize) -> Vec<u8> {
+    let mut event = serde_json::json!({
+        "id": format!("evt_bench{sequence:016}"),
+        "object": "event",
+        "api_version": "2026-07-29.dahlia",
+        "created": now_unix(),
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": "identity.verification_session.requires_input",
+        "data": {"object": {
+            "id": format!("vs_bench{:08}", sequence % 50_000),
+            "object": "identity.verification_session",
+            "client_reference_id": format!("user_{:08}", sequence % 50_000),
+            "created": now_unix() - 60,
+            "last_error": {"code": "document_expired", "reason": "The provided identity document has expired."},
+            "livemode": false,
+            "metadata": {"flow": "onboarding", "padding": ""},
+            "options": {"document": {"allowed_types": ["driving_license", "id_card", "passport"],
+                "require_id_number": false, "require_live_capture": true, "require_matching_selfie": true}},
+            "status": "requires_input",
+            "type": "document",
+        }},
+    });
+    let base = serde_json::to_vec(&event).map(|b| b.len()).unwrap_or(0);
+    event["data"]["object"]["metadata"]["padding"] =
+        serde_json::Value::String("x".repeat(size.saturating_sub(base)));
+    serde_json::to_vec(&event).unwrap_or_default()
+}
+
+/// Runs `load` and returns what it measured.
+pub async fn run(name: &str, load: &Load) -> anyhow::Result<PhaseResult> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(load.connections)
+        .http1_only()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let sequence = Arc::new(AtomicU64::new(rand::random::<u32>().into()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    // Each connection's share of an open-loop rate.
+    let period = load
+        .rate
+        .map(|rate| Duration::from_secs_f64(load.connections as f64 / rate));
+    let mut tasks = Vec::with_capacity(load.connections);
+    for n in 0..load.connections {
+        let (client, load, sequence, stop) = (
+            client.clone(),
+            load.clone(),
+            Arc::clone(&sequence),
+            Arc::clone(&stop),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            // Stagger open-loop senders evenly over one period.
+            let mut next = started
+                + period.map_or(Duration::ZERO, |p| {
+                    p.mul_f64(n as f64 / load.connections as f64)
+                });
+            while !stop.load(Ordering::Relaxed) {
+                if period.is_some() {
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let scheduled = if period.is_some() {
+                    next
+                } else {
+                    Instant::now()
+                };
+                let body = event_body(sequence.fetch_add(1, Ordering::Relaxed), load.body_bytes);
+                let signature = sign_test_header(&load.secret, &body, now_unix());
+                let answered = client
+                    .post(&load.url)
+                    .header("Content-Type", "application/json")
+                    .header("Stripe-Signature", signature)
+                    .body(body)
+                    .send()
+                    .await;
+                match answered {
+                    Ok(response) if response.status() == 200 => {
+                        let _ = response.bytes().await;
+                        ok += 1;
+                        latencies.push(micros(scheduled.elapsed()));
+                    }
+                    _ => failed += 1,
+                }
+                if let Some(period) = period {
+                    next += period;
+                }
+            }
+            (ok, failed, latencies)
+        }));
+    }
+    tokio::time::sleep(load.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
+    for task in tasks {
+        let (o, f, l) = task.await?;
+        ok += o;
+        failed += f;
+        latencies.extend(l);
+    }
+    Ok(PhaseResult::new(
+        name,
+        ok,
+        failed,
+        started.elapsed(),
+        latencies,
+    ))
+}
