@@ -59,7 +59,8 @@ CREATE TABLE events (
     counted_attempt     boolean     NOT NULL DEFAULT false,
     error_code          text,
     received_at         timestamptz NOT NULL,
-    processed_at        timestamptz NOT NULL DEFAULT now(),
+    -- When this event was applied (clock time, not the transaction start).
+    processed_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- The raw event for audit and replay; NULL once the session is redacted.
     payload             jsonb
 );
