@@ -76,15 +76,19 @@ async fn main() -> anyhow::Result<()> {
     // Whatever happened, leave nothing behind on the broker.
     let connection = Connection::connect(&args.amqp_url, ConnectionProperties::default()).await?;
     topology::delete(&connection.create_channel().await?, &topology).await?;
-    let (ceiling, full, half) = result?;
+    let phases = result?;
+    let [ceiling, same_concurrency, full, half] = &phases;
     println!();
-    println!("{ceiling}");
-    println!("{full}");
-    println!("{half}");
+    for phase in &phases {
+        println!("{phase}");
+    }
     println!();
     println!(
-        "ingest max / broker ceiling: {:.2}   p99 at half rate: {:.2} ms ({:.0} req/s)",
+        "ingest max / broker ceiling: {:.2}   ingest max / broker at {} in flight: {:.2}   \
+         p99 at half rate: {:.2} ms ({:.0} req/s)",
         full.rate() / ceiling.rate(),
+        args.connections,
+        full.rate() / same_concurrency.rate(),
         half.quantile(0.99).as_secs_f64() * 1e3,
         half.rate()
     );
@@ -95,20 +99,31 @@ async fn run(
     args: &Args,
     topology: &Topology,
     duration: Duration,
-) -> anyhow::Result<(PhaseResult, PhaseResult, PhaseResult)> {
-    let body = Arc::new(http_load::event_body(0, args.body_bytes + 512));
-    eprintln!("measuring the broker ceiling ({} s)…", args.seconds);
-    let ceiling = broker_ceiling::measure(
-        &args.amqp_url,
-        topology,
-        body,
-        4,
-        args.broker_in_flight,
-        duration,
-    )
-    .await?;
-    eprintln!("{ceiling}");
-    reset_queues(&args.amqp_url, topology).await?;
+) -> anyhow::Result<[PhaseResult; 4]> {
+    let body = Arc::new(http_load::event_body(0, args.body_bytes));
+    let mut ceilings = Vec::new();
+    // The ceiling with deep pipelining, then with only as many confirms in
+    // flight as ingest can have (one per connection).
+    for in_flight in [args.broker_in_flight, args.connections] {
+        eprintln!(
+            "measuring the broker with {in_flight} confirms in flight ({} s)…",
+            args.seconds
+        );
+        let phase = broker_ceiling::measure(
+            &args.amqp_url,
+            topology,
+            Arc::clone(&body),
+            4,
+            in_flight,
+            duration,
+        )
+        .await?;
+        eprintln!("{phase}");
+        ceilings.push(phase);
+        reset_queues(&args.amqp_url, topology).await?;
+    }
+    let same_concurrency = ceilings.pop().context("measured")?;
+    let ceiling = ceilings.pop().context("measured")?;
 
     let binary = match &args.ingest_bin {
         Some(path) => path.clone(),
@@ -188,5 +203,5 @@ async fn run(
     if !status.success() {
         bail!("idv-ingest exited with {status}");
     }
-    Ok((ceiling, full, half))
+    Ok([ceiling, same_concurrency, full, half])
 }
