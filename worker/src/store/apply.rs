@@ -98,28 +98,31 @@ async fn apply_one(
         return Ok(result);
     }
 
-    let counters = match (counted, &key) {
-        (Some(failure), Some(key)) => {
-            queries::count_failure(
-                tx,
-                &subject_key,
-                rules.max_failed_attempts,
-                failure.class.blocks(),
-                &failure.code,
-                key,
-            )
-            .await?
+    // Independent statements, pipelined on the one connection.
+    let counters = async {
+        match (counted, &key) {
+            (Some(failure), Some(key)) => {
+                queries::count_failure(
+                    tx,
+                    &subject_key,
+                    rules.max_failed_attempts,
+                    failure.class.blocks(),
+                    &failure.code,
+                    key,
+                )
+                .await
+            }
+            _ => queries::subject_counters(tx, &subject_key).await,
         }
-        _ => queries::subject_counters(tx, &subject_key).await?,
     };
-    let summaries = queries::subject_sessions(tx, &subject_key).await?;
+    let (counters, summaries) =
+        tokio::try_join!(counters, queries::subject_sessions(tx, &subject_key))?;
     let facts = AttemptFacts {
         failed_attempts: counters.failed_attempts,
         blocked: counters.blocked,
         max: rules.max_failed_attempts,
     };
     let (status, decided_by) = derive_subject(&summaries, facts);
-    queries::set_subject_status(tx, &subject_key, status.as_str(), decided_by.as_deref()).await?;
 
     let reached_review = status == SubjectStatus::ManualReview
         && counters.status != SubjectStatus::ManualReview.as_str();
@@ -141,7 +144,10 @@ async fn apply_one(
             .collect(),
     };
     let rows = outbox::rows(&context);
-    queries::insert_outbox(tx, &rows).await?;
+    tokio::try_join!(
+        queries::set_subject_status(tx, &subject_key, status.as_str(), decided_by.as_deref()),
+        queries::insert_outbox(tx, &rows),
+    )?;
     tracing::debug!(subject_status = %status, outbox_rows = rows.len(), "transition applied");
     Ok(result)
 }
