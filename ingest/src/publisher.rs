@@ -107,6 +107,8 @@ pub struct BrokerConfig {
 
 struct Inner {
     config: BrokerConfig,
+    /// `config.topology.events_exchange()`, computed once.
+    exchange: String,
     /// The current link; `None` while reconnecting.
     link: RwLock<Option<Arc<Link>>>,
     /// Woken when a publish saw the link fail, so the supervisor reconnects now.
@@ -135,6 +137,7 @@ impl Publisher {
         let link = open_link(&config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
+                exchange: config.topology.events_exchange(),
                 config,
                 link: RwLock::new(Some(Arc::new(link))),
                 lost: Notify::new(),
@@ -165,11 +168,10 @@ impl Publisher {
             .filter(|link| link.is_up())
             .ok_or(PublishError::Unavailable)?;
         let timeout = self.inner.config.publish_timeout;
-        let exchange = self.inner.config.topology.events_exchange();
         let confirmed = tokio::time::timeout(timeout, async {
             link.pick()
                 .basic_publish(
-                    exchange.as_str().into(),
+                    self.inner.exchange.as_str().into(),
                     event.event_type.into(),
                     BasicPublishOptions {
                         mandatory: true,  // an unroutable message comes back instead of vanishing
