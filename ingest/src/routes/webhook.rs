@@ -3,7 +3,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
+use actix_web::http::header::{CONTENT_LENGTH, ContentType, HeaderMap};
 use actix_web::web::{self, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -14,6 +14,9 @@ use crate::error::WebhookError;
 use crate::metrics::ReasonLabel;
 use crate::publisher::OutgoingEvent;
 use crate::startup::AppState;
+
+/// The answer to an event the broker has confirmed.
+const RECEIVED: &str = r#"{"received":true}"#;
 
 /// Longest `X-Request-Id` taken from a caller; anything else gets a new one.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -100,7 +103,9 @@ async fn receive(
                 .metrics
                 .publish_seconds
                 .observe(started.elapsed().as_secs_f64());
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "received": true })))
+            Ok(HttpResponse::Ok()
+                .content_type(ContentType::json())
+                .body(RECEIVED))
         }
         Err(error) => {
             let reason = error.reason();

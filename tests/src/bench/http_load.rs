@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use shared::{WebhookSecret, sign_test_header};
 
+use super::http1;
 use super::stats::{PhaseResult, micros};
 use crate::fixtures::now_unix;
 
@@ -92,11 +93,7 @@ impl BodyTemplate {
 
 /// Runs `load` and returns what it measured.
 pub async fn run(name: &str, load: &Load) -> anyhow::Result<PhaseResult> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(load.connections)
-        .http1_only()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let target = http1::Target::parse(&load.url)?;
     let template = Arc::new(BodyTemplate::new(load.body_bytes)?);
     let sequence = Arc::new(AtomicU64::new(rand::random::<u32>().into()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -107,8 +104,8 @@ pub async fn run(name: &str, load: &Load) -> anyhow::Result<PhaseResult> {
         .map(|rate| Duration::from_secs_f64(load.connections as f64 / rate));
     let mut tasks = Vec::with_capacity(load.connections);
     for n in 0..load.connections {
-        let (client, load, sequence, stop, template) = (
-            client.clone(),
+        let mut connection = http1::Connection::new(target.clone());
+        let (load, sequence, stop, template) = (
             load.clone(),
             Arc::clone(&sequence),
             Arc::clone(&stop),
@@ -132,16 +129,8 @@ pub async fn run(name: &str, load: &Load) -> anyhow::Result<PhaseResult> {
                 };
                 let body = template.numbered(sequence.fetch_add(1, Ordering::Relaxed));
                 let signature = sign_test_header(&load.secret, &body, now_unix());
-                let answered = client
-                    .post(&load.url)
-                    .header("Content-Type", "application/json")
-                    .header("Stripe-Signature", signature)
-                    .body(body)
-                    .send()
-                    .await;
-                match answered {
-                    Ok(response) if response.status() == 200 => {
-                        let _ = response.bytes().await;
+                match connection.post(&signature, &body).await {
+                    Ok(200) => {
                         ok += 1;
                         latencies.push(micros(scheduled.elapsed()));
                     }

@@ -50,6 +50,16 @@ struct Args {
     /// The `idv-ingest` binary; default: beside this one.
     #[arg(long)]
     ingest_bin: Option<PathBuf>,
+    /// Extra settings for idv-ingest, `NAME=VALUE` (repeatable), e.g.
+    /// `--ingest-env INGEST_PUBLISH_CHANNELS=1`.
+    #[arg(long = "ingest-env", value_parser = parse_setting)]
+    ingest_env: Vec<(String, String)>,
+}
+
+fn parse_setting(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, found {raw:?}"))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -65,7 +75,7 @@ async fn reset_queues(url: &str, topology: &Topology) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let duration = Duration::from_secs(args.seconds);
@@ -143,6 +153,7 @@ async fn run(
             topology.events_exchange().trim_end_matches("stripe.events"),
         )
         .env("RUST_LOG", "warn")
+        .envs(args.ingest_env.iter().map(|(name, value)| (name, value)))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
