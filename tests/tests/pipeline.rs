@@ -1,0 +1,86 @@
+//! The whole pipeline: signed fixtures POSTed to `idv-ingest` flow through
+//! RabbitMQ to `idv-worker`'s committed record, whatever the order and
+//! however often Stripe delivers them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
+
+#[path = "worker_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use idv_tests::broker::TestBroker;
+use idv_tests::database::TestDatabase;
+use idv_tests::fixtures::{EVENT_FIXTURES, fixture};
+use idv_tests::ingest_app::TestIngest;
+use idv_tests::wait::eventually;
+use rand::seq::SliceRandom;
+use support::{RunningWorker, event_count, migrate, settings};
+use worker::store::read;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn signed_fixtures_posted_to_ingest_end_in_the_workers_record() {
+    let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
+    let worker_settings = settings(Some(&broker), &db, &[("WORKER_CONSUMERS", "2")]);
+    migrate(&worker_settings).await;
+    let worker = RunningWorker::start(worker_settings).await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+
+    // Stripe retries and does not order: every fixture twice, shuffled.
+    let mut deliveries: Vec<&str> = EVENT_FIXTURES
+        .iter()
+        .chain(&EVENT_FIXTURES)
+        .copied()
+        .collect();
+    deliveries.shuffle(&mut rand::rng());
+    for name in deliveries {
+        let response = ingest.post_signed(fixture(name)).await;
+        assert_eq!(response.status(), 200, "{name}");
+    }
+
+    let client = db.client().await;
+    eventually(
+        DEADLINE,
+        "the worker to apply all twelve deliveries",
+        || async {
+            broker.message_count(&broker.topology.events_queue()).await == 0
+                && worker
+                    .metrics
+                    .encode()
+                    .contains("idv_worker_duplicates_total 6")
+        },
+    )
+    .await;
+    assert_eq!(event_count(&client).await, 6, "each event recorded once");
+
+    let subject = read::subject(&client, "user_8f14e45fceea", 3)
+        .await
+        .unwrap()
+        .expect("the person of the main session");
+    assert_eq!(subject.status, "verified");
+    assert_eq!(subject.failed_attempts, 1);
+    let session = read::session(&client, "vs_1Sk3Gh2eZvKYlo2CqR8tNw4P")
+        .await
+        .unwrap()
+        .expect("the main session");
+    assert_eq!(session.status, "verified");
+    assert!(
+        session.redacted,
+        "the redacted event erased its personal data"
+    );
+    let canceled = read::subject(&client, "user_45c48cce2e2d", 3)
+        .await
+        .unwrap()
+        .expect("the person whose session was canceled");
+    assert_eq!(canceled.status, "canceled");
+    assert_eq!(
+        broker
+            .message_count(&broker.topology.dead_letter_queue())
+            .await,
+        0
+    );
+
+    ingest.stop().await.expect("ingest stops cleanly");
+    worker.stop().await;
+}
