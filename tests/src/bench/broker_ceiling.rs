@@ -10,7 +10,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use shared::topology::Topology;
 
-use super::stats::{PhaseResult, micros};
+use super::stats::{PhaseResult, Tally, run_phase};
 
 /// Publishes `body` for `duration` from `publishers` concurrent tasks spread
 /// over `channels` confirm channels; each task waits for its confirm before
@@ -42,7 +42,7 @@ pub async fn measure(
         let body = Arc::clone(&body);
         let stop = Arc::clone(&stop);
         tasks.push(tokio::spawn(async move {
-            let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut tally = Tally::default();
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let confirmed = async {
@@ -62,32 +62,15 @@ pub async fn measure(
                 }
                 .await;
                 match confirmed {
-                    Ok(Confirmation::Ack(None)) => {
-                        ok += 1;
-                        latencies.push(micros(sent.elapsed()));
-                    }
-                    _ => failed += 1,
+                    Ok(Confirmation::Ack(None)) => tally.success(sent.elapsed()),
+                    _ => tally.failure(),
                 }
             }
-            (ok, failed, latencies)
+            tally
         }));
     }
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
-    for task in tasks {
-        let (o, f, l) = task.await?;
-        ok += o;
-        failed += f;
-        latencies.extend(l);
-    }
-    let elapsed = started.elapsed();
+    let name = format!("broker ceiling ({publishers} in flight)");
+    let result = run_phase(&name, started, duration, &stop, tasks).await;
     let _ = connection.close(200, "bench done".into()).await;
-    Ok(PhaseResult::new(
-        &format!("broker ceiling ({publishers} in flight)"),
-        ok,
-        failed,
-        elapsed,
-        latencies,
-    ))
+    result
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use shared::{WebhookSecret, sign_test_header};
 
 use super::http1;
-use super::stats::{PhaseResult, micros};
+use super::stats::{PhaseResult, Tally, run_phase};
 use crate::fixtures::now_unix;
 
 /// What to send and how hard.
@@ -112,7 +112,7 @@ pub async fn run(name: &str, load: &Load) -> anyhow::Result<PhaseResult> {
             Arc::clone(&template),
         );
         tasks.push(tokio::spawn(async move {
-            let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut tally = Tally::default();
             // Stagger open-loop senders evenly over one period.
             let mut next = started
                 + period.map_or(Duration::ZERO, |p| {
@@ -130,35 +130,17 @@ pub async fn run(name: &str, load: &Load) -> anyhow::Result<PhaseResult> {
                 let body = template.numbered(sequence.fetch_add(1, Ordering::Relaxed));
                 let signature = sign_test_header(&load.secret, &body, now_unix());
                 match connection.post(&signature, &body).await {
-                    Ok(200) => {
-                        ok += 1;
-                        latencies.push(micros(scheduled.elapsed()));
-                    }
-                    _ => failed += 1,
+                    Ok(200) => tally.success(scheduled.elapsed()),
+                    _ => tally.failure(),
                 }
                 if let Some(period) = period {
                     next += period;
                 }
             }
-            (ok, failed, latencies)
+            tally
         }));
     }
-    tokio::time::sleep(load.duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
-    for task in tasks {
-        let (o, f, l) = task.await?;
-        ok += o;
-        failed += f;
-        latencies.extend(l);
-    }
-    Ok(PhaseResult::new(
-        name,
-        ok,
-        failed,
-        started.elapsed(),
-        latencies,
-    ))
+    run_phase(name, started, load.duration, &stop, tasks).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,57 @@
 //! Throughput and latency of one benchmark phase.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+/// What one load task counted.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub ok: u64,
+    pub failed: u64,
+    /// Latencies of the successes, in microseconds.
+    pub latencies_us: Vec<u32>,
+}
+
+impl Tally {
+    pub fn success(&mut self, latency: Duration) {
+        self.ok += 1;
+        self.latencies_us.push(micros(latency));
+    }
+
+    pub fn failure(&mut self) {
+        self.failed += 1;
+    }
+}
+
+/// Lets `tasks` run until `duration` after `started`, raises `stop`, and adds
+/// up what they counted.
+pub async fn run_phase(
+    name: &str,
+    started: Instant,
+    duration: Duration,
+    stop: &AtomicBool,
+    tasks: Vec<JoinHandle<Tally>>,
+) -> anyhow::Result<PhaseResult> {
+    tokio::time::sleep_until((started + duration).into()).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await?;
+        total.ok += tally.ok;
+        total.failed += tally.failed;
+        total.latencies_us.extend(tally.latencies_us);
+    }
+    Ok(PhaseResult::new(
+        name,
+        total.ok,
+        total.failed,
+        started.elapsed(),
+        total.latencies_us,
+    ))
+}
 
 /// What one phase measured.
 #[derive(Debug, Clone)]
