@@ -1,33 +1,33 @@
-//! One batch in one transaction: lock the batch's sessions, then its
-//! subjects, each in a fixed (sorted) order so that concurrent workers
-//! cannot deadlock; then apply each event: dedupe in the inbox, move the
-//! session forward if the event is newer, count a failed submission, derive
-//! the subject's status and write the side effects to the outbox.
+//! One batch in one transaction, in a fixed number of round trips whatever
+//! its size: lock the batch's sessions and read which events the inbox
+//! already has; lock its subjects and read their other sessions; apply the
+//! events in memory in batch order ([`plan`]); write every table with one
+//! statement ([`write`]). Row locks are taken sessions first, then
+//! subjects, each in sorted order, so concurrent workers cannot deadlock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use deadpool_postgres::Transaction;
-use tokio_postgres::Error;
 
-use super::outbox::{self, OutboxContext};
-use super::queries::{self, SessionRow};
-use super::{Applied, EventOutcome, Rules};
-use crate::incoming::{EventKind, Incoming};
-use crate::transition::{AttemptFacts, SubjectStatus, derive_subject};
+use super::state::Locked;
+use super::{EventOutcome, Rules, StoreError, lock, plan, write};
+use crate::incoming::Incoming;
 
-/// Applies `batch` inside `tx`, returning one outcome per event, in order.
+/// Applies `batch` inside `tx`: one outcome per event, in order, or `None`
+/// when an event the inbox did not hold at the read was inserted meanwhile
+/// (only possible if one event id came with two session ids): the caller
+/// rolls back and tries again, and then sees it as a duplicate.
 pub async fn apply_batch(
     tx: &Transaction<'_>,
     rules: &Rules,
     batch: &[&Incoming],
-) -> Result<Vec<EventOutcome>, Error> {
+) -> Result<Option<Vec<EventOutcome>>, StoreError> {
     let session_ids: BTreeSet<&str> = batch.iter().map(|e| e.session_id.as_str()).collect();
     let session_ids: Vec<&str> = session_ids.into_iter().collect();
-    let mut sessions: HashMap<String, SessionRow> = queries::lock_sessions(tx, &session_ids)
-        .await?
-        .into_iter()
-        .collect();
+    let event_ids: Vec<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
+    let (sessions, seen) = lock::sessions(tx, &session_ids, &event_ids).await?;
 
+    // Each event's subject as its session maps it, else as the event names it.
     let subject_keys: BTreeSet<&str> = batch
         .iter()
         .filter_map(|e| {
@@ -38,116 +38,26 @@ pub async fn apply_batch(
         })
         .collect();
     let subject_keys: Vec<&str> = subject_keys.into_iter().collect();
-    queries::lock_subjects(tx, &subject_keys).await?;
+    let (subjects, others) = lock::subjects(tx, &subject_keys, &session_ids).await?;
 
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for event in batch {
-        let session = sessions.entry(event.session_id.clone()).or_default();
-        outcomes.push(apply_one(tx, rules, session, event).await?);
-    }
-    Ok(outcomes)
-}
-
-async fn apply_one(
-    tx: &Transaction<'_>,
-    rules: &Rules,
-    session: &mut SessionRow,
-    event: &Incoming,
-) -> Result<EventOutcome, Error> {
-    let stage = match event.kind {
-        EventKind::Redacted => {
-            if !queries::insert_event(tx, event, "redacted", false, false).await? {
-                return Ok(EventOutcome::of(Applied::Duplicate));
-            }
-            queries::redact_session(tx, &event.session_id).await?;
-            session.redacted = true;
-            return Ok(EventOutcome::of(Applied::Redacted));
-        }
-        EventKind::Lifecycle(stage) => stage,
+    let locked = Locked {
+        sessions,
+        subjects,
+        others,
+        seen,
     };
-    let key = event.order_key();
-    let newer = key.is_some() && session.last < key;
-    let counted = event.failure.as_ref().filter(|f| f.class.counts());
-    let outcome = if newer { "applied" } else { "stale" };
-    if !queries::insert_event(tx, event, outcome, counted.is_some(), !session.redacted).await? {
-        return Ok(EventOutcome::of(Applied::Duplicate));
+    let plan = plan::plan(rules, batch, locked).map_err(StoreError::Refused)?;
+    let inserted = write::all(tx, batch, &plan).await?;
+    if usize::try_from(inserted).ok() != Some(plan.events.len()) {
+        return Ok(None);
     }
-
-    let newly_mapped = session.subject_key.is_none() && event.subject_key.is_some();
-    if session.subject_key.is_none() {
-        session.subject_key.clone_from(&event.subject_key);
-    }
-    let subject_key = session.subject_key.clone();
-    if let (true, Some(key)) = (newer, &key) {
-        queries::advance_session(tx, event, stage, subject_key.as_deref(), key).await?;
-        session.last = Some(key.clone());
-    } else if let (true, Some(subject)) = (newly_mapped, &subject_key) {
-        queries::set_session_subject(tx, &event.session_id, subject).await?;
-    }
-
-    let mut result = EventOutcome::of(if newer {
-        Applied::Applied
-    } else {
-        Applied::Stale
-    });
-    result.counted_failure = counted.map(|f| f.code.clone());
-    let Some(subject_key) = subject_key else {
-        return Ok(result);
-    };
-    if !(newer || counted.is_some() || newly_mapped) {
-        return Ok(result);
-    }
-
-    // Independent statements, pipelined on the one connection.
-    let counters = async {
-        match (counted, &key) {
-            (Some(failure), Some(key)) => {
-                queries::count_failure(
-                    tx,
-                    &subject_key,
-                    rules.max_failed_attempts,
-                    failure.class.blocks(),
-                    &failure.code,
-                    key,
-                )
-                .await
-            }
-            _ => queries::subject_counters(tx, &subject_key).await,
-        }
-    };
-    let (counters, summaries) =
-        tokio::try_join!(counters, queries::subject_sessions(tx, &subject_key))?;
-    let facts = AttemptFacts {
-        failed_attempts: counters.failed_attempts,
-        blocked: counters.blocked,
-        max: rules.max_failed_attempts,
-    };
-    let (status, decided_by) = derive_subject(&summaries, facts);
-
-    let reached_review = status == SubjectStatus::ManualReview
-        && counters.status != SubjectStatus::ManualReview.as_str();
-    result.reached_manual_review = reached_review;
-    let context = OutboxContext {
-        rules,
-        event,
-        stage,
-        newer,
-        redacted: session.redacted,
-        subject_key: &subject_key,
-        status,
-        failed_attempts: counters.failed_attempts,
-        reached_review,
-        open_sessions: summaries
-            .iter()
-            .filter(|s| !s.stage.is_terminal())
-            .map(|s| s.id.as_str())
-            .collect(),
-    };
-    let rows = outbox::rows(&context);
-    tokio::try_join!(
-        queries::set_subject_status(tx, &subject_key, status.as_str(), decided_by.as_deref()),
-        queries::insert_outbox(tx, &rows),
-    )?;
-    tracing::debug!(subject_status = %status, outbox_rows = rows.len(), "transition applied");
-    Ok(result)
+    tracing::debug!(
+        events = batch.len(),
+        inserted,
+        sessions = plan.sessions.len(),
+        subjects = plan.subjects.len(),
+        outbox_rows = plan.outbox.len(),
+        "batch written"
+    );
+    Ok(Some(plan.outcomes))
 }

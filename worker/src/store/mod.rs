@@ -5,10 +5,13 @@
 
 mod apply;
 mod error;
+mod lock;
 mod outbox;
+mod plan;
 mod pool;
-mod queries;
 pub mod read;
+mod state;
+mod write;
 
 pub use error::{StoreError, Unavailable};
 pub use pool::{connect_pool, pg_config};
@@ -81,6 +84,10 @@ impl EventOutcome {
     }
 }
 
+/// Attempts of a batch whose inbox read raced a concurrent insert of one of
+/// its events (see [`apply::apply_batch`]); the next attempt sees the row.
+const RACE_RETRIES: usize = 3;
+
 /// The pool and the rules: everything a consumer needs to apply events.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -130,10 +137,17 @@ impl Store {
         batch: &[&Incoming],
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let outcomes = apply::apply_batch(&tx, &self.rules, batch).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        for _ in 0..RACE_RETRIES {
+            let tx = client.transaction().await?;
+            if let Some(outcomes) = apply::apply_batch(&tx, &self.rules, batch).await? {
+                tx.commit().await?;
+                return Ok(outcomes);
+            }
+            // Dropping `tx` rolls it back.
+        }
+        Err(StoreError::Refused(
+            "an event id kept arriving with another session id".to_owned(),
+        ))
     }
 
     /// Whether a connection can be had and answers (for `/readyz`).

@@ -5,9 +5,18 @@
 use serde_json::json;
 
 use super::Rules;
-use super::queries::OutboxRow;
 use crate::incoming::Incoming;
 use crate::transition::{Stage, SubjectStatus};
+
+/// One side effect to perform, written with the transition.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub kind: &'static str,
+    pub idempotency_key: String,
+    pub subject_key: Option<String>,
+    pub session_id: String,
+    pub payload: serde_json::Value,
+}
 
 /// What the outbox needs to know about one applied event.
 #[derive(Debug)]

@@ -1,0 +1,154 @@
+//! The reads of a batch, under its locks, in two round trips: first the
+//! batch's sessions (created if missing, then locked in id order) and which
+//! of its events the inbox already holds; then its subjects (likewise, in
+//! key order) and their other sessions. Sessions before subjects, each in
+//! sorted order, in every transaction: concurrent workers cannot deadlock.
+//!
+//! The statements of one round trip are prepared first, then issued
+//! together: tokio-postgres sends them in the order they are first polled
+//! and PostgreSQL runs them in that order, so each sees its predecessors'
+//! effects (the inbox read runs after the session locks are held, so no
+//! concurrent transaction can insert one of these events unseen: every
+//! event is inserted under its session's lock).
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error, Row};
+
+use super::state::{SessionState, SubjectState};
+use crate::transition::{OrderKey, SessionSummary, Stage};
+
+const INSERT_SESSIONS: &str =
+    "INSERT INTO sessions (id) SELECT unnest($1::text[]) ON CONFLICT (id) DO NOTHING";
+const LOCK_SESSIONS: &str = "SELECT id, subject_key, status, last_error_code IS NOT NULL, \
+     last_event_created, last_event_rank, last_event_id, redacted_at IS NOT NULL \
+     FROM sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+const SEEN_EVENTS: &str = "SELECT id FROM events WHERE id = ANY($1)";
+const INSERT_SUBJECTS: &str =
+    "INSERT INTO subjects (key) SELECT unnest($1::text[]) ON CONFLICT (key) DO NOTHING";
+const LOCK_SUBJECTS: &str = "SELECT key, status, decided_by_session, failed_attempts, blocked, \
+     last_error_code, last_error_created, last_error_event_id \
+     FROM subjects WHERE key = ANY($1) ORDER BY key FOR UPDATE";
+const OTHER_SESSIONS: &str = "SELECT subject_key, id, status, last_error_code IS NOT NULL, \
+     last_event_created, last_event_rank, last_event_id \
+     FROM sessions WHERE subject_key = ANY($1) AND NOT (id = ANY($2))";
+
+/// Creates and locks the sessions (`sorted_ids`); returns them and the ids
+/// among `event_ids` already in the inbox.
+pub async fn sessions(
+    tx: &Transaction<'_>,
+    sorted_ids: &[&str],
+    event_ids: &[&str],
+) -> Result<(HashMap<String, SessionState>, HashSet<String>), Error> {
+    let (insert, lock, seen) = tokio::try_join!(
+        tx.prepare_cached(INSERT_SESSIONS),
+        tx.prepare_cached(LOCK_SESSIONS),
+        tx.prepare_cached(SEEN_EVENTS),
+    )?;
+    let ids: [&(dyn ToSql + Sync); 1] = [&sorted_ids];
+    let events: [&(dyn ToSql + Sync); 1] = [&event_ids];
+    let (_, locked, seen) = tokio::try_join!(
+        biased; // sent, run and failed in this order
+        tx.execute(&insert, &ids),
+        tx.query(&lock, &ids),
+        tx.query(&seen, &events),
+    )?;
+    let sessions = locked
+        .iter()
+        .map(|row| {
+            let session = SessionState {
+                subject_key: row.try_get(1)?,
+                stage: stage(row, 2)?,
+                has_error: row.try_get(3)?,
+                last: order_key(row, 4)?,
+                redacted: row.try_get(7)?,
+            };
+            Ok((row.try_get(0)?, session))
+        })
+        .collect::<Result<_, Error>>()?;
+    let seen = seen
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, Error>>()?;
+    Ok((sessions, seen))
+}
+
+/// The subject rows and the other sessions of each subject, by key.
+pub type Subjects = (
+    HashMap<String, SubjectState>,
+    HashMap<String, Vec<SessionSummary>>,
+);
+
+/// Creates and locks the subjects (`sorted_keys`); returns them and their
+/// sessions outside `batch_sessions`.
+pub async fn subjects(
+    tx: &Transaction<'_>,
+    sorted_keys: &[&str],
+    batch_sessions: &[&str],
+) -> Result<Subjects, Error> {
+    let (insert, lock, others) = tokio::try_join!(
+        tx.prepare_cached(INSERT_SUBJECTS),
+        tx.prepare_cached(LOCK_SUBJECTS),
+        tx.prepare_cached(OTHER_SESSIONS),
+    )?;
+    let keys: [&(dyn ToSql + Sync); 1] = [&sorted_keys];
+    let keys_and_sessions: [&(dyn ToSql + Sync); 2] = [&sorted_keys, &batch_sessions];
+    let (_, locked, others) = tokio::try_join!(
+        biased; // sent, run and failed in this order
+        tx.execute(&insert, &keys),
+        tx.query(&lock, &keys),
+        tx.query(&others, &keys_and_sessions),
+    )?;
+    let subjects = locked
+        .iter()
+        .map(|row| {
+            let subject = SubjectState {
+                status: row.try_get(1)?,
+                decided_by: row.try_get(2)?,
+                failed_attempts: row.try_get(3)?,
+                blocked: row.try_get(4)?,
+                last_error_code: row.try_get(5)?,
+                last_error_created: row.try_get(6)?,
+                last_error_event_id: row.try_get(7)?,
+            };
+            Ok((row.try_get(0)?, subject))
+        })
+        .collect::<Result<_, Error>>()?;
+    let mut by_subject: HashMap<String, Vec<SessionSummary>> = HashMap::new();
+    for row in &others {
+        let summary = SessionSummary {
+            id: row.try_get(1)?,
+            stage: stage(row, 2)?,
+            has_error: row.try_get(3)?,
+            last: order_key(row, 4)?,
+        };
+        by_subject.entry(row.try_get(0)?).or_default().push(summary);
+    }
+    Ok((subjects, by_subject))
+}
+
+/// The CHECK constraint admits only stages.
+fn stage(row: &Row, column: usize) -> Result<Stage, Error> {
+    let status: String = row.try_get(column)?;
+    Ok(Stage::parse(&status).unwrap_or(Stage::Created))
+}
+
+/// `last_event_created, last_event_rank, last_event_id` from `first` on.
+fn order_key(row: &Row, first: usize) -> Result<Option<OrderKey>, Error> {
+    Ok(
+        match (
+            row.try_get(first)?,
+            row.try_get(first + 1)?,
+            row.try_get(first + 2)?,
+        ) {
+            (Some(created), Some(rank), Some(event_id)) => Some(OrderKey {
+                created,
+                rank,
+                event_id,
+            }),
+            _ => None,
+        },
+    )
+}

@@ -1,0 +1,98 @@
+//! The rows a batch holds locked, as plain values: what the database had
+//! when the batch locked them, then what the batch's events made of them
+//! in memory, before one set-based write per table.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::transition::{OrderKey, SessionSummary, Stage};
+
+/// A session row while the batch holds it locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    pub subject_key: Option<String>,
+    pub stage: Stage,
+    /// `last_error_code IS NOT NULL`.
+    pub has_error: bool,
+    pub last: Option<OrderKey>,
+    pub redacted: bool,
+}
+
+impl Default for SessionState {
+    /// A row just created by the batch (the table's defaults).
+    fn default() -> Self {
+        Self {
+            subject_key: None,
+            stage: Stage::Created,
+            has_error: false,
+            last: None,
+            redacted: false,
+        }
+    }
+}
+
+impl SessionState {
+    pub fn summary(&self, id: &str) -> SessionSummary {
+        SessionSummary {
+            id: id.to_owned(),
+            stage: self.stage,
+            has_error: self.has_error,
+            last: self.last.clone(),
+        }
+    }
+}
+
+/// A subject row while the batch holds it locked (every column the
+/// transition reads or writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectState {
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub failed_attempts: i32,
+    pub blocked: bool,
+    pub last_error_code: Option<String>,
+    pub last_error_created: Option<i64>,
+    pub last_error_event_id: Option<String>,
+}
+
+/// Everything the batch read under its locks.
+#[derive(Debug, Default)]
+pub struct Locked {
+    /// The batch's sessions, by id.
+    pub sessions: HashMap<String, SessionState>,
+    /// The batch's subjects, by key.
+    pub subjects: HashMap<String, SubjectState>,
+    /// The other sessions of those subjects (not in the batch), by subject key.
+    pub others: HashMap<String, Vec<SessionSummary>>,
+    /// Ids of the batch's events already in the inbox.
+    pub seen: HashSet<String>,
+}
+
+/// How a session row changes: the last event that moved it forward (if
+/// any), and whether the batch ever moved it to `verified` or `canceled`
+/// (their timestamps are kept even when a later event follows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionWrite {
+    pub subject_key: Option<String>,
+    pub advance: Option<Advance>,
+    pub verified: bool,
+    pub canceled: bool,
+}
+
+/// The state a newer event moved a session to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance {
+    pub stage: Stage,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub key: OrderKey,
+}
+
+/// One inbox row to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// Index of the event in the batch.
+    pub index: usize,
+    pub outcome: &'static str,
+    pub counted: bool,
+    pub keep_payload: bool,
+}

@@ -1,0 +1,195 @@
+//! The writes of a batch: one statement per table (rows passed as arrays
+//! and `unnest`ed), then the erasures of sessions a `redacted` event named,
+//! all prepared first and then sent together in one round trip, in this
+//! order (PostgreSQL runs them in the order sent, so the erasures also
+//! cover rows this batch wrote, as they would one event at a time).
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::Error;
+use tokio_postgres::types::ToSql;
+
+use super::plan::Plan;
+use crate::incoming::Incoming;
+
+const INSERT_EVENTS: &str = "INSERT INTO events (id, type, session_id, created, livemode, \
+     outcome, counted_attempt, error_code, received_at, payload) \
+     SELECT id, type, session_id, created, livemode, outcome, counted, code, \
+     to_timestamp(ms / 1000.0), payload \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], $6::text[], \
+     $7::bool[], $8::text[], $9::int8[], $10::jsonb[]) \
+     AS e(id, type, session_id, created, livemode, outcome, counted, code, ms, payload) \
+     ON CONFLICT (id) DO NOTHING";
+const UPDATE_SESSIONS: &str = "UPDATE sessions s SET \
+     subject_key = COALESCE(s.subject_key, u.subject_key), \
+     status = CASE WHEN u.advanced THEN u.status ELSE s.status END, \
+     last_error_code = CASE WHEN u.advanced THEN u.code ELSE s.last_error_code END, \
+     last_error_reason = CASE WHEN NOT u.advanced THEN s.last_error_reason \
+       WHEN s.redacted_at IS NULL THEN u.reason END, \
+     last_event_id = CASE WHEN u.advanced THEN u.event_id ELSE s.last_event_id END, \
+     last_event_created = CASE WHEN u.advanced THEN u.created ELSE s.last_event_created END, \
+     last_event_rank = CASE WHEN u.advanced THEN u.rank ELSE s.last_event_rank END, \
+     verified_at = CASE WHEN u.verified THEN COALESCE(s.verified_at, now()) ELSE s.verified_at END, \
+     canceled_at = CASE WHEN u.canceled THEN COALESCE(s.canceled_at, now()) ELSE s.canceled_at END, \
+     updated_at = now() \
+     FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::int8[], $9::int2[], $10::bool[], $11::bool[]) \
+     AS u(id, subject_key, advanced, status, code, reason, event_id, created, rank, verified, canceled) \
+     WHERE s.id = u.id";
+const UPDATE_SUBJECTS: &str = "UPDATE subjects s SET status = u.status, \
+     decided_by_session = u.decided_by, failed_attempts = u.failed, blocked = u.blocked, \
+     last_error_code = u.code, last_error_created = u.created, last_error_event_id = u.event_id, \
+     updated_at = now() \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::bool[], $6::text[], \
+     $7::int8[], $8::text[]) AS u(key, status, decided_by, failed, blocked, code, created, event_id) \
+     WHERE s.key = u.key";
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (kind, idempotency_key, subject_key, session_id, payload) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
+     ON CONFLICT (idempotency_key) DO NOTHING";
+const REDACT: [&str; 3] = [
+    "UPDATE sessions SET redacted_at = COALESCE(redacted_at, now()), \
+     last_error_reason = NULL, updated_at = now() WHERE id = ANY($1)",
+    "UPDATE events SET payload = NULL WHERE session_id = ANY($1) AND payload IS NOT NULL",
+    "UPDATE outbox SET payload = payload - 'reason' \
+     WHERE session_id = ANY($1) AND payload ? 'reason'",
+];
+
+/// Writes `plan` (for `batch`); returns how many inbox rows were inserted.
+pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Result<u64, Error> {
+    let (events, sessions, subjects, outbox, redact0, redact1, redact2) = tokio::try_join!(
+        tx.prepare_cached(INSERT_EVENTS),
+        tx.prepare_cached(UPDATE_SESSIONS),
+        tx.prepare_cached(UPDATE_SUBJECTS),
+        tx.prepare_cached(INSERT_OUTBOX),
+        tx.prepare_cached(REDACT[0]),
+        tx.prepare_cached(REDACT[1]),
+        tx.prepare_cached(REDACT[2]),
+    )?;
+
+    let rows: Vec<(&Incoming, &super::state::EventRow)> = plan
+        .events
+        .iter()
+        .filter_map(|row| batch.get(row.index).map(|event| (*event, row)))
+        .collect();
+    let e_ids: Vec<&str> = rows.iter().map(|(e, _)| e.event_id.as_str()).collect();
+    let e_types: Vec<&str> = rows.iter().map(|(e, _)| e.event_type.as_str()).collect();
+    let e_sessions: Vec<&str> = rows.iter().map(|(e, _)| e.session_id.as_str()).collect();
+    let e_created: Vec<i64> = rows.iter().map(|(e, _)| e.created).collect();
+    let e_livemode: Vec<bool> = rows.iter().map(|(e, _)| e.livemode).collect();
+    let e_outcomes: Vec<&str> = rows.iter().map(|(_, r)| r.outcome).collect();
+    let e_counted: Vec<bool> = rows.iter().map(|(_, r)| r.counted).collect();
+    let e_codes: Vec<Option<&str>> = rows
+        .iter()
+        .map(|(e, _)| e.failure.as_ref().map(|f| f.code.as_str()))
+        .collect();
+    let e_received: Vec<i64> = rows.iter().map(|(e, _)| e.received_at_ms).collect();
+    let e_payloads: Vec<Option<&serde_json::Value>> = rows
+        .iter()
+        .map(|(e, r)| r.keep_payload.then_some(&e.payload))
+        .collect();
+    let event_params: [&(dyn ToSql + Sync); 10] = [
+        &e_ids,
+        &e_types,
+        &e_sessions,
+        &e_created,
+        &e_livemode,
+        &e_outcomes,
+        &e_counted,
+        &e_codes,
+        &e_received,
+        &e_payloads,
+    ];
+
+    let s = &plan.sessions;
+    let s_ids: Vec<&str> = s.keys().map(String::as_str).collect();
+    let s_subjects: Vec<Option<&str>> = s.values().map(|w| w.subject_key.as_deref()).collect();
+    let s_advanced: Vec<bool> = s.values().map(|w| w.advance.is_some()).collect();
+    let advance = || s.values().map(|w| w.advance.as_ref());
+    let s_status: Vec<Option<&str>> = advance().map(|a| a.map(|a| a.stage.as_str())).collect();
+    let s_codes: Vec<Option<&str>> = advance()
+        .map(|a| a.and_then(|a| a.code.as_deref()))
+        .collect();
+    let s_reasons: Vec<Option<&str>> = advance()
+        .map(|a| a.and_then(|a| a.reason.as_deref()))
+        .collect();
+    let s_event_ids: Vec<Option<&str>> = advance()
+        .map(|a| a.map(|a| a.key.event_id.as_str()))
+        .collect();
+    let s_created: Vec<Option<i64>> = advance().map(|a| a.map(|a| a.key.created)).collect();
+    let s_ranks: Vec<Option<i16>> = advance().map(|a| a.map(|a| a.key.rank)).collect();
+    let s_verified: Vec<bool> = s.values().map(|w| w.verified).collect();
+    let s_canceled: Vec<bool> = s.values().map(|w| w.canceled).collect();
+    let session_params: [&(dyn ToSql + Sync); 11] = [
+        &s_ids,
+        &s_subjects,
+        &s_advanced,
+        &s_status,
+        &s_codes,
+        &s_reasons,
+        &s_event_ids,
+        &s_created,
+        &s_ranks,
+        &s_verified,
+        &s_canceled,
+    ];
+
+    let j = &plan.subjects;
+    let j_keys: Vec<&str> = j.keys().map(String::as_str).collect();
+    let j_status: Vec<&str> = j.values().map(|v| v.status.as_str()).collect();
+    let j_decided: Vec<Option<&str>> = j.values().map(|v| v.decided_by.as_deref()).collect();
+    let j_failed: Vec<i32> = j.values().map(|v| v.failed_attempts).collect();
+    let j_blocked: Vec<bool> = j.values().map(|v| v.blocked).collect();
+    let j_codes: Vec<Option<&str>> = j.values().map(|v| v.last_error_code.as_deref()).collect();
+    let j_created: Vec<Option<i64>> = j.values().map(|v| v.last_error_created).collect();
+    let j_event_ids: Vec<Option<&str>> = j
+        .values()
+        .map(|v| v.last_error_event_id.as_deref())
+        .collect();
+    let subject_params: [&(dyn ToSql + Sync); 8] = [
+        &j_keys,
+        &j_status,
+        &j_decided,
+        &j_failed,
+        &j_blocked,
+        &j_codes,
+        &j_created,
+        &j_event_ids,
+    ];
+
+    let o = &plan.outbox;
+    let o_kinds: Vec<&str> = o.iter().map(|r| r.kind).collect();
+    let o_keys: Vec<&str> = o.iter().map(|r| r.idempotency_key.as_str()).collect();
+    let o_subjects: Vec<Option<&str>> = o.iter().map(|r| r.subject_key.as_deref()).collect();
+    let o_sessions: Vec<&str> = o.iter().map(|r| r.session_id.as_str()).collect();
+    let o_payloads: Vec<&serde_json::Value> = o.iter().map(|r| &r.payload).collect();
+    let outbox_params: [&(dyn ToSql + Sync); 5] =
+        [&o_kinds, &o_keys, &o_subjects, &o_sessions, &o_payloads];
+    let redacted: [&(dyn ToSql + Sync); 1] = [&plan.redacted];
+
+    // Each is skipped when it has no rows; the order of the list is the
+    // order PostgreSQL runs them in.
+    let no_redaction = plan.redacted.is_empty();
+    let (inserted, ..) = tokio::try_join!(
+        biased; // sent, run and failed in this order
+        skip_or(tx, &events, &event_params, rows.is_empty()),
+        skip_or(tx, &sessions, &session_params, s.is_empty()),
+        skip_or(tx, &subjects, &subject_params, j.is_empty()),
+        skip_or(tx, &outbox, &outbox_params, o.is_empty()),
+        skip_or(tx, &redact0, &redacted, no_redaction),
+        skip_or(tx, &redact1, &redacted, no_redaction),
+        skip_or(tx, &redact2, &redacted, no_redaction),
+    )?;
+    Ok(inserted)
+}
+
+/// Runs `statement`, unless `skip`.
+async fn skip_or(
+    tx: &Transaction<'_>,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+    skip: bool,
+) -> Result<u64, Error> {
+    if skip {
+        return Ok(0);
+    }
+    tx.execute(statement, params).await
+}
