@@ -17,10 +17,12 @@ pub enum WebhookError {
     TooLarge { limit: usize },
     #[error("could not read the request body")]
     BodyRead,
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("{0}")]
     NotAnEvent(#[from] EnvelopeError),
-    #[error("event livemode is {found}, this endpoint accepts only livemode {expected}")]
-    WrongMode { found: bool, expected: bool },
+    #[error("event livemode is {}, this endpoint accepts only livemode {expected}", found.map_or("missing".to_owned(), |f| f.to_string()))]
+    WrongMode { found: Option<bool>, expected: bool },
     #[error("the event could not be stored now; retry later")]
     Unavailable(#[source] PublishError),
 }
@@ -32,6 +34,7 @@ impl WebhookError {
             Self::Signature(_) => "bad_signature",
             Self::TooLarge { .. } => "too_large",
             Self::BodyRead | Self::NotAnEvent(_) => "bad_request",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::WrongMode { .. } => "wrong_livemode",
             Self::Unavailable(_) => "unavailable",
         }
@@ -45,6 +48,7 @@ impl ResponseError for WebhookError {
                 StatusCode::BAD_REQUEST
             }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -95,3 +95,21 @@ impl Metrics {
         text
     }
 }
+
+/// Counts a request in flight for as long as it lives, even if its future is
+/// dropped before it finishes (a client that hangs up).
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

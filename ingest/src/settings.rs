@@ -72,7 +72,8 @@ impl Settings {
             max_body_bytes: to_usize(env.number_or(
                 "INGEST_MAX_BODY_BYTES",
                 1024 * 1024,
-                1024..=64 * 1024 * 1024,
+                // RabbitMQ refuses messages over 16 MiB by default.
+                1024..=16 * 1024 * 1024,
             )?),
             publish_timeout: Duration::from_millis(env.number_or(
                 "INGEST_PUBLISH_TIMEOUT_MS",
@@ -81,10 +82,24 @@ impl Settings {
             )?),
             publish_channels: to_usize(env.number_or("INGEST_PUBLISH_CHANNELS", 4, 1..=64)?),
             http_workers: to_usize(env.number_or("INGEST_HTTP_WORKERS", 2, 1..=256)?),
-            amqp_url: SecretString::from(env.string_or("AMQP_URL", DEFAULT_AMQP_URL)),
+            amqp_url: parse_amqp_url(env)?,
             topology: Topology::from_env(env)?,
             expected_livemode,
         })
+    }
+}
+
+/// `AMQP_URL`, checked now so a typo stops start-up with exit code 2. The
+/// value holds a password, so it is never echoed.
+fn parse_amqp_url(env: &Env) -> Result<SecretString, ConfigError> {
+    let raw = env.string_or("AMQP_URL", DEFAULT_AMQP_URL);
+    match raw.parse::<lapin::uri::AMQPUri>() {
+        Ok(_) => Ok(SecretString::from(raw)),
+        Err(_) => Err(invalid(
+            "AMQP_URL",
+            "an amqp:// or amqps:// URL such as amqp://user:password@host:5672/%2f",
+            None,
+        )),
     }
 }
 
@@ -135,12 +150,25 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_amqp_url_is_named_but_not_echoed() {
+        let error = Settings::from_env(&env(&[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+            ("AMQP_URL", "amqp//user:hunter2@host"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.variable, "AMQP_URL");
+        assert!(!error.to_string().contains("hunter2"));
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (variable, value) in [
             ("INGEST_LISTEN", "localhost"),
             ("EXPECTED_LIVEMODE", "yes"),
             ("INGEST_PUBLISH_TIMEOUT_MS", "0"),
             ("AMQP_PREFIX", "a b"),
+            ("AMQP_URL", "http://nope"),
+            ("INGEST_MAX_BODY_BYTES", "67108864"),
         ] {
             let error = Settings::from_env(&env(&[
                 ("STRIPE_WEBHOOK_SECRET", "whsec_a"),

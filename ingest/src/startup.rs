@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub settings: Settings,
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
+    /// Set when shutdown begins, so `/readyz` turns traffic away first.
+    pub draining: AtomicBool,
 }
 
 /// A built ingest service: listeners bound, broker connected.
@@ -29,7 +32,7 @@ pub struct Application {
     admin_port: u16,
     server: Server,
     admin: Server,
-    publisher: Publisher,
+    state: web::Data<AppState>,
 }
 
 impl std::fmt::Debug for Application {
@@ -71,7 +74,9 @@ impl Application {
             settings,
             publisher: publisher.clone(),
             metrics: Arc::new(Metrics::new()),
+            draining: AtomicBool::new(false),
         });
+        let admin_state = state.clone();
         let public_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -85,7 +90,7 @@ impl Application {
         .run();
         let admin = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(admin_state.clone())
                 .route("/healthz", web::get().to(admin::healthz))
                 .route("/readyz", web::get().to(admin::readyz))
                 .route("/metrics", web::get().to(admin::metrics))
@@ -100,7 +105,7 @@ impl Application {
             admin_port,
             server,
             admin,
-            publisher,
+            state,
         })
     }
 
@@ -117,7 +122,8 @@ impl Application {
     /// broker connection.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let supervisor_stop = CancellationToken::new();
-        let supervisor = tokio::spawn(self.publisher.clone().supervise(supervisor_stop.clone()));
+        let publisher = self.state.publisher.clone();
+        let supervisor = tokio::spawn(publisher.clone().supervise(supervisor_stop.clone()));
         let server_handle = self.server.handle();
         let admin_handle = self.admin.handle();
         let mut server = tokio::spawn(self.server);
@@ -127,12 +133,18 @@ impl Application {
             admin_port = self.admin_port,
             "idv-ingest serving"
         );
-        tokio::select! {
-            () = stop => tracing::info!("stopping: finishing in-flight requests"),
-            ended = &mut server => {
-                ended.context("HTTP server task failed")?.context("HTTP server failed")?;
+        let outcome = tokio::select! {
+            () = stop => {
+                tracing::info!("stopping: finishing in-flight requests");
+                Ok(())
             }
-        }
+            ended = &mut server => match ended {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped by itself")),
+                Ok(Err(error)) => Err(anyhow::Error::new(error).context("HTTP server failed")),
+                Err(error) => Err(anyhow::Error::new(error).context("HTTP server task failed")),
+            },
+        };
+        self.state.draining.store(true, Ordering::SeqCst);
         server_handle.stop(true).await;
         admin_handle.stop(true).await;
         if !server.is_finished() {
@@ -141,9 +153,9 @@ impl Application {
         let _ = admin.await;
         supervisor_stop.cancel();
         let _ = supervisor.await;
-        self.publisher.close().await;
+        publisher.close().await;
         tracing::info!("idv-ingest stopped");
-        Ok(())
+        outcome
     }
 }
 

@@ -1,6 +1,7 @@
 //! Stripe `Event` objects: the envelope ingest checks and the full event the
 //! worker applies.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -35,8 +36,8 @@ impl fmt::Display for EventId {
 
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <&str>::deserialize(deserializer)?;
-        Self::parse(raw).map_err(serde::de::Error::custom)
+        let raw = Cow::<'de, str>::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 
@@ -121,8 +122,8 @@ impl fmt::Display for EventType {
 
 impl<'de> Deserialize<'de> for EventType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <&str>::deserialize(deserializer)?;
-        Ok(Self::parse(raw))
+        let raw = Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::parse(&raw))
     }
 }
 
@@ -142,7 +143,7 @@ pub struct EventEnvelope {
 /// Why a body is not a Stripe event.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("body is not a JSON object: {0}")]
+    #[error("body is not a Stripe event (JSON with `id`, `object`, `type`, `created`): {0}")]
     NotJson(#[source] serde_json::Error),
     #[error("body is not a Stripe event: `object` is not \"event\"")]
     NotAnEvent,
@@ -156,10 +157,12 @@ pub enum EnvelopeError {
 /// allocating for it.
 #[derive(Deserialize)]
 struct RawEnvelope<'a> {
-    object: Option<&'a str>,
-    id: &'a str,
-    #[serde(rename = "type")]
-    event_type: &'a str,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    event_type: Cow<'a, str>,
     created: i64,
     livemode: Option<bool>,
 }
@@ -168,10 +171,10 @@ impl EventEnvelope {
     /// Parses the envelope of a raw event body.
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
         let raw: RawEnvelope<'_> = serde_json::from_slice(body).map_err(EnvelopeError::NotJson)?;
-        if raw.object != Some("event") {
+        if raw.object.as_deref() != Some("event") {
             return Err(EnvelopeError::NotAnEvent);
         }
-        let id = EventId::parse(raw.id).map_err(EnvelopeError::BadId)?;
+        let id = EventId::parse(&raw.id).map_err(EnvelopeError::BadId)?;
         let type_ok = !raw.event_type.is_empty()
             && raw.event_type.len() <= MAX_EVENT_TYPE_LEN
             && raw
@@ -183,7 +186,7 @@ impl EventEnvelope {
         }
         Ok(Self {
             id,
-            event_type: raw.event_type.to_owned(),
+            event_type: raw.event_type.into_owned(),
             created: raw.created,
             livemode: raw.livemode,
         })
@@ -268,6 +271,15 @@ mod tests {
             EventEnvelope::parse(no_created),
             Err(EnvelopeError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn escaped_strings_and_owned_values_parse() {
+        let escaped = br#"{"id":"evt_1","object":"ev\u0065nt","type":"a.b","created":1}"#;
+        assert!(EventEnvelope::parse(escaped).is_ok());
+        let value: serde_json::Value = serde_json::from_slice(VERIFIED).unwrap();
+        let event: StripeEvent = serde_json::from_value(value).unwrap();
+        assert_eq!(event.event_type, EventType::SessionVerified);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Identity `VerificationSession` as it appears inside webhook events.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -29,8 +30,8 @@ impl fmt::Display for SessionId {
 
 impl<'de> Deserialize<'de> for SessionId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <&str>::deserialize(deserializer)?;
-        Self::parse(raw).map_err(serde::de::Error::custom)
+        let raw = Cow::<'de, str>::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 
@@ -155,13 +156,13 @@ impl fmt::Display for LastErrorCode {
 
 impl<'de> Deserialize<'de> for LastErrorCode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <&str>::deserialize(deserializer)?;
-        Ok(Self::parse(raw))
+        let raw = Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::parse(&raw))
     }
 }
 
 /// `last_error` of a session: why its last submission failed.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct LastError {
     pub code: LastErrorCode,
     /// Human-readable; may name the person's document, so never logged.
@@ -170,7 +171,7 @@ pub struct LastError {
 
 /// The fields of a VerificationSession the pipeline uses; the rest of the
 /// payload is kept raw in the inbox.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct VerificationSession {
     pub id: SessionId,
     pub status: SessionStatus,
@@ -189,6 +190,25 @@ pub struct VerificationSession {
     /// Present once the session was redacted (`{"status": "processing" | "redacted"}`).
     #[serde(default)]
     pub redaction: Option<serde_json::Value>,
+}
+
+// Debug output may reach a log line: personal fields are left out.
+impl fmt::Debug for LastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastError")
+            .field("code", &self.code)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for VerificationSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerificationSession")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +232,17 @@ mod tests {
         assert!(SessionId::parse("evt_1").is_err());
         assert!(SessionId::parse("vs_").is_err());
         assert!(SessionId::parse("vs_a b").is_err());
+    }
+
+    #[test]
+    fn debug_output_leaves_personal_data_out() {
+        let body = include_bytes!("../fixtures/evt_requires_input_document_expired.json");
+        let event = crate::StripeEvent::parse(body).unwrap();
+        let printed = format!("{event:?}");
+        assert!(printed.contains("DocumentExpired"));
+        for personal in ["user_8f14e45fceea", "has expired", "onboarding"] {
+            assert!(!printed.contains(personal), "{personal} in {printed}");
+        }
     }
 
     #[test]

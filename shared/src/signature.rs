@@ -78,6 +78,8 @@ impl SignatureError {
 /// The parts of a `Stripe-Signature` header we use.
 struct ParsedHeader<'a> {
     timestamp: i64,
+    /// `t` as sent: the signed string uses these exact characters.
+    timestamp_raw: &'a str,
     v1: Vec<&'a str>,
 }
 
@@ -91,20 +93,28 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
             .ok_or(SignatureError::MalformedHeader)?;
         match key {
             "t" => {
+                // Digits only: `+1000` or ` 1000` would parse but is not Stripe's form.
+                let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
                 let t = value
                     .parse::<i64>()
-                    .map_err(|_| SignatureError::MalformedHeader)?;
-                timestamp = Some(t);
+                    .ok()
+                    .filter(|_| digits)
+                    .ok_or(SignatureError::MalformedHeader)?;
+                timestamp = Some((t, value));
             }
             "v1" => v1.push(value),
             _ => {} // v0 (a test-mode decoy) and future schemes.
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::MalformedHeader)?;
+    let (timestamp, timestamp_raw) = timestamp.ok_or(SignatureError::MalformedHeader)?;
     if v1.is_empty() {
         return Err(SignatureError::NoV1Signature);
     }
-    Ok(ParsedHeader { timestamp, v1 })
+    Ok(ParsedHeader {
+        timestamp,
+        timestamp_raw,
+        v1,
+    })
 }
 
 /// Verifies `Stripe-Signature` headers against one or more secrets.
@@ -135,13 +145,19 @@ impl SignatureVerifier {
         let candidates: Vec<[u8; 32]> = parsed
             .v1
             .iter()
+            // Stripe signs in lowercase hex; anything else cannot match.
+            .filter(|hex_sig| {
+                hex_sig
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
             .filter_map(|hex_sig| {
                 let mut raw = [0u8; 32];
                 hex::decode_to_slice(hex_sig, &mut raw).ok().map(|()| raw)
             })
             .collect();
         let matched = self.secrets.iter().any(|secret| {
-            let expected = compute(secret, parsed.timestamp, body);
+            let expected = compute(secret, parsed.timestamp_raw, body);
             // Check every candidate so timing does not depend on which matched.
             candidates
                 .iter()
@@ -164,9 +180,9 @@ impl SignatureVerifier {
 }
 
 /// HMAC-SHA256 of `"{timestamp}.{body}"`.
-fn compute(secret: &WebhookSecret, timestamp: i64, body: &[u8]) -> [u8; 32] {
+fn compute(secret: &WebhookSecret, timestamp: &str, body: &[u8]) -> [u8; 32] {
     let mut mac = secret.mac();
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
     mac.finalize().into_bytes().into()
@@ -177,7 +193,7 @@ fn compute(secret: &WebhookSecret, timestamp: i64, body: &[u8]) -> [u8; 32] {
 pub fn sign_test_header(secret: &WebhookSecret, body: &[u8], timestamp: i64) -> String {
     format!(
         "t={timestamp},v1={}",
-        hex::encode(compute(secret, timestamp, body))
+        hex::encode(compute(secret, &timestamp.to_string(), body))
     )
 }
 
@@ -240,7 +256,14 @@ mod tests {
             verifier.verify(None, body, 1000),
             Err(SignatureError::MissingHeader)
         );
-        for malformed in ["", "garbage", "t=abc,v1=00", "v1=00", "t=1,,v1=00"] {
+        for malformed in [
+            "",
+            "garbage",
+            "t=abc,v1=00",
+            "v1=00",
+            "t=1,,v1=00",
+            "t=+1000,v1=00",
+        ] {
             assert_eq!(
                 verifier.verify(Some(malformed), body, 1000),
                 Err(SignatureError::MalformedHeader),
@@ -258,6 +281,21 @@ mod tests {
         assert_eq!(
             verifier.verify(Some("t=1000,v1=not-hex"), body, 1000),
             Err(SignatureError::NoMatchingSignature)
+        );
+        let upper = good.replace(
+            good.split_once("v1=").unwrap().1,
+            &good.split_once("v1=").unwrap().1.to_uppercase(),
+        );
+        assert_eq!(
+            verifier.verify(Some(&upper), body, 1000),
+            Err(SignatureError::NoMatchingSignature),
+            "only lowercase hex, as Stripe signs"
+        );
+        let padded = good.replace("t=1000", "t=01000");
+        assert_eq!(
+            verifier.verify(Some(&padded), body, 1000),
+            Err(SignatureError::NoMatchingSignature),
+            "the timestamp is signed as sent"
         );
         let stale = Err(SignatureError::TimestampOutOfTolerance {
             tolerance_secs: 300,

@@ -23,7 +23,8 @@ pub struct TestBroker {
     /// The `AMQP_PREFIX` services under test must use.
     pub prefix: String,
     pub topology: Topology,
-    connection: Connection,
+    /// Kept open: `channel` lives on it.
+    _connection: Connection,
     channel: Channel,
 }
 
@@ -44,7 +45,7 @@ impl TestBroker {
             url,
             prefix,
             topology,
-            connection,
+            _connection: connection,
             channel,
         }
     }
@@ -122,6 +123,5 @@ impl Drop for TestBroker {
             }
             let _ = connection.close(200, "test done".into()).await;
         });
-        let _ = &self.connection;
     }
 }

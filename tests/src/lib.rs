@@ -17,6 +17,27 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// RabbitMQ's host and port from [`amqp_url`], for proxies in front of it.
+pub fn amqp_addr() -> std::net::SocketAddr {
+    let url = amqp_url();
+    let authority = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5672")
+    };
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .expect("IDV_TEST_AMQP_URL names a reachable host:port")
+}
+
 /// Where the tests find PostgreSQL, without a database (`IDV_TEST_POSTGRES_URL`).
 pub fn postgres_url() -> String {
     std::env::var("IDV_TEST_POSTGRES_URL")

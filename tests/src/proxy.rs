@@ -2,20 +2,26 @@
 //! under test (and give it back) while other tests keep using the real one.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// Forwards connections to `upstream` until [`TcpProxy::cut`] is called.
+/// What the proxy does with bytes and connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Forward both ways.
+    Forward,
+    /// Keep every connection open but move no bytes: a peer that hangs.
+    Freeze,
+    /// Close every connection and refuse new ones: a peer that is gone.
+    Refuse,
+}
+
+/// Forwards connections to `upstream` until told otherwise.
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
-    /// While set, new connections are closed at once.
-    refusing: Arc<AtomicBool>,
-    /// Bumped by every cut; live connections end when it changes.
-    cuts: watch::Sender<u64>,
+    mode: watch::Sender<Mode>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,18 +30,11 @@ impl TcpProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let refusing = Arc::new(AtomicBool::new(false));
-        let (cuts, _) = watch::channel(0u64);
-        let accept_task = tokio::spawn(accept_loop(
-            listener,
-            upstream,
-            Arc::clone(&refusing),
-            cuts.clone(),
-        ));
+        let (mode, _) = watch::channel(Mode::Forward);
+        let accept_task = tokio::spawn(accept_loop(listener, upstream, mode.clone()));
         Self {
             addr,
-            refusing,
-            cuts,
+            mode,
             accept_task,
         }
     }
@@ -46,13 +45,18 @@ impl TcpProxy {
 
     /// Drops every open connection and refuses new ones, like a dead host.
     pub fn cut(&self) {
-        self.refusing.store(true, Ordering::SeqCst);
-        self.cuts.send_modify(|generation| *generation += 1);
+        self.mode.send_replace(Mode::Refuse);
     }
 
-    /// Lets connections through again.
+    /// Stops moving bytes but keeps connections open, like a hung host.
+    /// Cut before restoring: a frozen connection may have lost bytes.
+    pub fn freeze(&self) {
+        self.mode.send_replace(Mode::Freeze);
+    }
+
+    /// Lets new connections through again.
     pub fn restore(&self) {
-        self.refusing.store(false, Ordering::SeqCst);
+        self.mode.send_replace(Mode::Forward);
     }
 }
 
@@ -63,26 +67,34 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    upstream: SocketAddr,
-    refusing: Arc<AtomicBool>,
-    cuts: watch::Sender<u64>,
-) {
-    while let Ok((mut client, _)) = listener.accept().await {
-        if refusing.load(Ordering::SeqCst) {
-            drop(client);
-            continue;
-        }
-        let mut cut = cuts.subscribe();
-        tokio::spawn(async move {
-            let Ok(mut server) = TcpStream::connect(upstream).await else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                _ = cut.changed() => {}
+async fn accept_loop(listener: TcpListener, upstream: SocketAddr, mode: watch::Sender<Mode>) {
+    while let Ok((client, _)) = listener.accept().await {
+        // Subscribe before looking at the mode, so no change is missed.
+        let mut changes = mode.subscribe();
+        let current = *changes.borrow_and_update();
+        match current {
+            Mode::Refuse => drop(client),
+            Mode::Freeze => {
+                tokio::spawn(async move {
+                    let _ = changes.wait_for(|m| *m == Mode::Refuse).await;
+                    drop(client);
+                });
             }
-        });
+            Mode::Forward => {
+                tokio::spawn(forward(client, upstream, changes));
+            }
+        }
     }
+}
+
+async fn forward(mut client: TcpStream, upstream: SocketAddr, mut changes: watch::Receiver<Mode>) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = changes.wait_for(|m| *m != Mode::Forward) => {}
+    }
+    // Frozen: hold both ends, silent, until cut.
+    let _ = changes.wait_for(|m| *m == Mode::Refuse).await;
 }

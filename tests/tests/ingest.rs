@@ -225,14 +225,14 @@ async fn a_signed_body_that_is_not_an_event_is_400() {
     let broker = TestBroker::new().await;
     let ingest = TestIngest::spawn(&broker, &[]).await;
     let cases: [(&[u8], &str); 4] = [
-        (b"this is not json", "not a JSON object"),
+        (b"this is not json", "not a Stripe event (JSON"),
         (
             br#"{"id":"cus_1","object":"customer","type":"customer.created","created":1}"#,
             "not a Stripe event",
         ),
         (
             br#"{"id":"evt_1","object":"event","created":1}"#,
-            "not a JSON object",
+            "missing field `type`",
         ),
         (
             br#"{"id":"nope","object":"event","type":"a.b","created":1}"#,
@@ -297,7 +297,7 @@ async fn an_event_type_nobody_consumes_is_kept_in_the_unrouted_queue() {
 #[tokio::test]
 async fn broker_lost_is_503_within_the_bound_then_recovers_without_restart() {
     let broker = TestBroker::new().await;
-    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let proxy = TcpProxy::start(idv_tests::amqp_addr()).await;
     let amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
     let ingest = TestIngest::spawn(
         &broker,
@@ -404,6 +404,13 @@ async fn shutdown_finishes_an_in_flight_request() {
     .await;
     let stop = ingest.stop_token();
     stop.cancel();
+    // Only once ingest has stopped accepting is the request really caught
+    // in the middle of a shutdown.
+    let listener = ingest.address.trim_start_matches("http://").to_owned();
+    eventually(DEADLINE, "ingest to stop accepting connections", || async {
+        tokio::net::TcpStream::connect(&listener).await.is_err()
+    })
+    .await;
     let _ = send_rest.send(());
     let response = request
         .await
@@ -413,4 +420,126 @@ async fn shutdown_finishes_an_in_flight_request() {
     ingest.join().await.expect("ingest stops cleanly");
     let message = broker.get(&broker.topology.events_queue(), DEADLINE).await;
     assert_eq!(message.body, body);
+}
+
+#[tokio::test]
+async fn a_hung_broker_is_503_after_the_publish_timeout_never_200_before_a_confirm() {
+    let broker = TestBroker::new().await;
+    let proxy = TcpProxy::start(idv_tests::amqp_addr()).await;
+    let amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("AMQP_URL", &amqp_url),
+            ("INGEST_PUBLISH_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+    let body = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
+
+    // The broker takes the bytes but never confirms.
+    proxy.freeze();
+    let started = Instant::now();
+    let (status, _) = error_of(ingest.post_signed(body.clone()).await).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503);
+    assert!(
+        waited >= Duration::from_millis(950),
+        "answered after {waited:?}, before the bound"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "answered after {waited:?}, well past the bound"
+    );
+    assert_eq!(
+        ingest
+            .metric("idv_ingest_publish_failures_total{reason=\"timeout\"}")
+            .await,
+        1.0
+    );
+
+    proxy.cut();
+    proxy.restore();
+    eventually(
+        Duration::from_secs(30),
+        "ingest to publish again",
+        || async { ingest.post_signed(body.clone()).await.status() == 200 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_nack_from_the_broker_is_503() {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    // A full queue that refuses new messages makes the broker nack the publish.
+    let blocker = format!("{}blocker", broker.prefix);
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let channel = broker.channel();
+    channel
+        .queue_declare(
+            blocker.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            blocker.as_str().into(),
+            broker.topology.events_exchange().as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let (status, error) = error_of(ingest.post_signed(fixture("evt_processing.json")).await).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(
+        ingest
+            .metric("idv_ingest_publish_failures_total{reason=\"nack\"}")
+            .await,
+        1.0
+    );
+
+    channel
+        .queue_delete(blocker.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ingest
+            .post_signed(fixture("evt_processing.json"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_is_413_when_it_passes_the_limit_without_a_length() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[("INGEST_MAX_BODY_BYTES", "4096")]).await;
+    // Chunked: no Content-Length, so the limit is enforced while reading.
+    let chunks =
+        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let response = ingest
+        .client
+        .post(format!("{}/webhook", ingest.address))
+        .header("Stripe-Signature", "t=1,v1=00")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
 }

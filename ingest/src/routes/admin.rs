@@ -1,5 +1,7 @@
 //! The admin listener: liveness, readiness and Prometheus metrics.
 
+use std::sync::atomic::Ordering;
+
 use actix_web::{HttpResponse, web};
 
 use crate::startup::AppState;
@@ -9,9 +11,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-/// Ready: the broker connection and the confirm channels are up.
+/// Ready: not shutting down, and the broker connection and the confirm
+/// channels are up.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.publisher.is_ready() {
+    if state.draining.load(Ordering::SeqCst) {
+        HttpResponse::ServiceUnavailable().body("shutting down")
+    } else if state.publisher.is_ready() {
         HttpResponse::Ok().body("ready")
     } else {
         HttpResponse::ServiceUnavailable().body("broker connection down")

@@ -1,7 +1,7 @@
 //! `POST /webhook`: verify, check, publish, wait for the broker's confirm,
 //! answer. No processing happens before the answer.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::{CONTENT_LENGTH, ContentType, HeaderMap};
 use actix_web::web::{self, BytesMut};
@@ -11,12 +11,16 @@ use shared::EventEnvelope;
 use tracing::Instrument;
 
 use crate::error::WebhookError;
-use crate::metrics::ReasonLabel;
+use crate::metrics::{InFlight, ReasonLabel};
 use crate::publisher::OutgoingEvent;
 use crate::startup::AppState;
 
 /// The answer to an event the broker has confirmed.
 const RECEIVED: &str = r#"{"received":true}"#;
+
+/// How long a client may take to send its body once the head has arrived
+/// (actix bounds only the head); Stripe sends it at once.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest `X-Request-Id` taken from a caller; anything else gets a new one.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -27,14 +31,14 @@ pub async fn webhook(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
     let metrics = &state.metrics;
-    metrics.in_flight.inc();
+    let in_flight = InFlight::enter(&metrics.in_flight);
     let request_id = request_id(request.headers());
     let span =
         tracing::info_span!("webhook", request_id = %request_id, event_id = tracing::field::Empty);
     let result = receive(&request, payload, &state, &request_id)
         .instrument(span.clone())
         .await;
-    metrics.in_flight.dec();
+    drop(in_flight);
     let _entered = span.enter();
     match &result {
         Ok(_) => {
@@ -54,7 +58,8 @@ pub async fn webhook(
                 WebhookError::Unavailable(cause) => {
                     tracing::warn!(error = %cause, cause = ?std::error::Error::source(cause), "event not stored; answered 503");
                 }
-                other => tracing::info!(error = %other, "request refused"),
+                // Only labels: the error text of a bad body quotes the body.
+                other => tracing::info!(outcome = other.outcome(), "request refused"),
             }
         }
     }
@@ -70,7 +75,10 @@ async fn receive(
     let received_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let body = read_body(request.headers(), payload, state.settings.max_body_bytes).await?;
+    let limit = state.settings.max_body_bytes;
+    let body = tokio::time::timeout(BODY_TIMEOUT, read_body(request.headers(), payload, limit))
+        .await
+        .map_err(|_| WebhookError::BodyTimeout(BODY_TIMEOUT))??;
     let signature = match request.headers().get("Stripe-Signature") {
         None => None,
         Some(value) => Some(
@@ -83,10 +91,13 @@ async fn receive(
     state.settings.verifier.verify(signature, &body, now)?;
     let envelope = EventEnvelope::parse(&body)?;
     tracing::Span::current().record("event_id", envelope.id.as_str());
-    if let (Some(expected), Some(found)) = (state.settings.expected_livemode, envelope.livemode)
-        && expected != found
+    if let Some(expected) = state.settings.expected_livemode
+        && envelope.livemode != Some(expected)
     {
-        return Err(WebhookError::WrongMode { found, expected });
+        return Err(WebhookError::WrongMode {
+            found: envelope.livemode,
+            expected,
+        });
     }
     let started = Instant::now();
     let outgoing = OutgoingEvent {

@@ -6,28 +6,34 @@
 //! the connection: when it is lost, publishing fails fast (the caller answers
 //! 503) while the supervisor reconnects with backoff.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod link;
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
-use shared::topology::{self, Topology};
-use tokio::sync::Notify;
+use lapin::{BasicProperties, Confirmation};
+use secrecy::SecretString;
+use shared::topology::Topology;
 use tokio_util::sync::CancellationToken;
+
+use link::Link;
+pub use link::OpenError;
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 /// How often the supervisor checks that the connection and channels are up.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A link that lived at least this long was healthy: the next outage starts
+/// its backoff afresh. One that died sooner keeps backing off, so a broker
+/// that accepts connections and then drops them is not hammered.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What is published for one webhook request. The body is the request's raw
 /// bytes, unchanged.
-#[derive(Debug)]
 pub struct OutgoingEvent<'a> {
     pub body: &'a [u8],
     pub event_id: &'a str,
@@ -37,6 +43,17 @@ pub struct OutgoingEvent<'a> {
     pub request_id: &'a str,
     /// When ingest received the request, unix milliseconds.
     pub received_at_ms: i64,
+}
+
+impl std::fmt::Debug for OutgoingEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body is personal data: never printed.
+        f.debug_struct("OutgoingEvent")
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an event is not (known to be) durably in the broker.
@@ -67,35 +84,6 @@ impl PublishError {
     }
 }
 
-/// A live connection and its confirm channels.
-struct Link {
-    connection: Connection,
-    channels: Vec<Channel>,
-    /// Round-robin position over `channels`.
-    next: AtomicUsize,
-}
-
-impl Link {
-    fn pick(&self) -> &Channel {
-        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[at]
-    }
-
-    fn is_up(&self) -> bool {
-        let status = self.connection.status();
-        status.connected()
-            && !status.blocked()
-            && self.channels.iter().all(|c| c.status().connected())
-    }
-
-    async fn close(&self) {
-        for channel in &self.channels {
-            let _ = channel.close(200, "ingest stopping".into()).await;
-        }
-        let _ = self.connection.close(200, "ingest stopping".into()).await;
-    }
-}
-
 /// How to reach the broker and what to declare there.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -111,8 +99,6 @@ struct Inner {
     exchange: String,
     /// The current link; `None` while reconnecting.
     link: RwLock<Option<Arc<Link>>>,
-    /// Woken when a publish saw the link fail, so the supervisor reconnects now.
-    lost: Notify,
 }
 
 /// A handle shared by every request; cheap to clone.
@@ -129,18 +115,25 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
 impl Publisher {
     /// Connects, declares the topology and opens the confirm channels; fails
     /// if the broker cannot be reached now, so a misconfigured service stops
     /// at start. Later losses are repaired by [`Publisher::supervise`].
-    pub async fn connect(config: BrokerConfig) -> Result<Self, lapin::Error> {
-        let link = open_link(&config).await?;
+    pub async fn connect(config: BrokerConfig) -> Result<Self, OpenError> {
+        let link = link::open(&config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 exchange: config.topology.events_exchange(),
                 config,
                 link: RwLock::new(Some(Arc::new(link))),
-                lost: Notify::new(),
             }),
         })
     }
@@ -162,6 +155,11 @@ impl Publisher {
     }
 
     /// Publishes `event` and waits for the broker's confirm.
+    ///
+    /// `Returned` relies on lapin pairing a `basic.return` with its confirm;
+    /// with pipelined confirms that pairing is not exact, so the real
+    /// guarantee that nothing is returned is the alternate exchange on
+    /// `stripe.events`, which routes every message somewhere.
     pub async fn publish(&self, event: &OutgoingEvent<'_>) -> Result<(), PublishError> {
         let link = self
             .current()
@@ -185,30 +183,34 @@ impl Publisher {
         })
         .await;
         match confirmed {
-            Err(_) => Err(PublishError::Timeout(timeout)),
+            Err(_) => {
+                link.timed_out();
+                Err(PublishError::Timeout(timeout))
+            }
             Ok(Err(error)) => {
-                self.inner.lost.notify_one();
+                link.failed.notify_one();
                 Err(PublishError::Broker(error))
             }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
-            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
+            Ok(Ok(confirmation)) => {
+                link.confirmed();
+                match confirmation {
+                    Confirmation::Ack(None) => Ok(()),
+                    Confirmation::Ack(Some(_)) => Err(PublishError::Returned),
+                    Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Nacked),
+                }
+            }
         }
     }
 
     /// Keeps a link up until `shutdown`: watches for its loss and reconnects
     /// with exponential backoff. Run it as a task.
     pub async fn supervise(self, shutdown: CancellationToken) {
+        // Delays between links that die young; reset once one proves stable.
+        let mut flapping = reconnect_backoff().build();
         loop {
             let Some(link) = self.current() else {
-                let reconnect = (|| open_link(&self.inner.config))
-                    .retry(
-                        ExponentialBuilder::default()
-                            .with_min_delay(Duration::from_millis(100))
-                            .with_max_delay(Duration::from_secs(5))
-                            .with_jitter()
-                            .without_max_times(),
-                    )
+                let reconnect = (|| link::open(&self.inner.config))
+                    .retry(reconnect_backoff())
                     .notify(|error, delay| {
                         tracing::warn!(error = %error, retry_in = ?delay, "broker still unreachable");
                     });
@@ -223,31 +225,22 @@ impl Publisher {
                 }
                 continue;
             };
-            let mut events = link.connection.events_listener();
-            let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
-            let lost = loop {
+            let cause = tokio::select! {
+                () = shutdown.cancelled() => return,
+                cause = watch(&link) => cause,
+            };
+            tracing::warn!(cause, "broker link lost; answering 503 until it is back");
+            self.replace(None);
+            let lived = link.opened_at.elapsed();
+            tokio::spawn(async move { link.close().await });
+            if lived >= STABLE_AFTER {
+                flapping = reconnect_backoff().build();
+            } else if let Some(delay) = flapping.next() {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = self.inner.lost.notified() => break "a publish failed",
-                    Some(event) = events.next() => {
-                        if let lapin::Event::Error(error) = event {
-                            tracing::warn!(error = %error, "broker connection error");
-                            break "connection error";
-                        }
-                    }
-                    _ = tick.tick() => {
-                        if !link.is_up() && !link.connection.status().blocked() {
-                            break "connection or channel down";
-                        }
-                    }
+                    () = tokio::time::sleep(delay) => {}
                 }
-            };
-            tracing::warn!(
-                cause = lost,
-                "broker link lost; answering 503 until it is back"
-            );
-            self.replace(None);
-            tokio::spawn(async move { link.close().await });
+            }
         }
     }
 
@@ -259,25 +252,26 @@ impl Publisher {
     }
 }
 
-async fn open_link(config: &BrokerConfig) -> Result<Link, lapin::Error> {
-    let properties = ConnectionProperties::default().with_connection_name("idv-ingest".into());
-    let connection = Connection::connect(config.url.expose_secret(), properties).await?;
-    let mut channels = Vec::with_capacity(config.channels);
-    for _ in 0..config.channels {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions { nowait: false })
-            .await?;
-        channels.push(channel);
+/// Completes, saying why, when `link` is no longer usable.
+async fn watch(link: &Link) -> &'static str {
+    let mut events = link.connection_events();
+    let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            () = link.failed.notified() => return "publishes on it failed",
+            Some(event) = events.next() => {
+                if let lapin::Event::Error(error) = event {
+                    tracing::warn!(error = %error, "broker connection error");
+                    return "connection error";
+                }
+            }
+            _ = tick.tick() => {
+                if link.is_broken() {
+                    return "connection or channel closed";
+                }
+            }
+        }
     }
-    if let Some(first) = channels.first() {
-        topology::declare(first, &config.topology).await?;
-    }
-    Ok(Link {
-        connection,
-        channels,
-        next: AtomicUsize::new(0),
-    })
 }
 
 fn properties(event: &OutgoingEvent<'_>) -> BasicProperties {
