@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL and RabbitMQ are installed and running on this
 # machine (Debian or Ubuntu), installing them from the OS packages when they
-# are missing. Sourced by up.sh and test.sh; safe to run again and again.
+# are missing, and that Rust is recent enough. Sourced by up.sh, test.sh,
+# bench.sh and .ci/run; safe to run again and again, and harmless when
+# everything is already running.
 #
-# Exports DATABASE_URL when it had to give the postgres user a password
-# (a fresh install refuses password-less TCP logins).
+# PostgreSQL login: when the postgres role cannot log in over TCP without a
+# password (a fresh install), and has no password yet, it is given the local
+# password `idv-local` (IDV_LOCAL_PG_PASSWORD); an existing password is never
+# changed. DATABASE_URL and IDV_TEST_POSTGRES_URL are exported accordingly and
+# written to target/run/env for the shell you run idvctl from.
 
 set -euo pipefail
 
@@ -50,6 +55,11 @@ ensure_postgres() {
   if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     say "installing PostgreSQL"
     apt_install postgresql postgresql-client
+    # The package may have started it already.
+    sleep 1
+    if port_open 5432; then
+      return 0
+    fi
   fi
   say "starting PostgreSQL"
   if systemd_running; then
@@ -57,34 +67,62 @@ ensure_postgres() {
   else
     local version
     version=$(ls /etc/postgresql | sort -V | tail -n 1)
-    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    # Exit code 2 means "already running": fine.
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || [ $? -eq 2 ]
   fi
   wait_for_port 5432 PostgreSQL
 }
 
-# A fresh PostgreSQL only lets the postgres OS user in through the socket; give
-# the postgres role a local password so the services can log in over TCP.
+pg_can_login() {
+  PGPASSWORD=${2:-} psql -w "$1" -qAtc 'select 1' >/dev/null 2>&1
+}
+
+export_database_urls() {
+  local credentials=$1
+  export DATABASE_URL=${DATABASE_URL:-"postgres://$credentials@127.0.0.1:5432/idv"}
+  export IDV_TEST_POSTGRES_URL=${IDV_TEST_POSTGRES_URL:-"postgres://$credentials@127.0.0.1:5432"}
+}
+
 ensure_postgres_login() {
   if [ -n "${DATABASE_URL:-}" ]; then
     return 0
   fi
-  if psql "postgres://postgres@127.0.0.1:5432/postgres" -qAtc 'select 1' >/dev/null 2>&1; then
+  local password=${IDV_LOCAL_PG_PASSWORD:-idv-local}
+  if pg_can_login "postgres://postgres@127.0.0.1:5432/postgres"; then
     return 0
   fi
-  local password=${IDV_LOCAL_PG_PASSWORD:-idv-local}
-  say "setting a local password for the postgres role"
-  as_root su postgres -c "psql -qc \"ALTER ROLE postgres PASSWORD '$password'\"" >/dev/null
-  export DATABASE_URL="postgres://postgres:$password@127.0.0.1:5432/idv"
-  export IDV_TEST_POSTGRES_URL="postgres://postgres:$password@127.0.0.1:5432"
+  if ! pg_can_login "postgres://postgres:$password@127.0.0.1:5432/postgres"; then
+    local has_password
+    has_password=$(as_root su postgres -c "psql -w -qAtc \"select rolpassword is not null from pg_authid where rolname = 'postgres'\"")
+    if [ "$has_password" = "t" ]; then
+      cat >&2 <<MSG
+error: PostgreSQL refuses password-less logins for the postgres role, and that
+role already has a password (left unchanged). Set DATABASE_URL (and, for the
+tests, IDV_TEST_POSTGRES_URL without the database) with its credentials, e.g.
+  export DATABASE_URL=postgres://postgres:PASSWORD@127.0.0.1:5432/idv
+MSG
+      return 1
+    fi
+    say "giving the postgres role the local password '$password' (it had none)"
+    as_root su postgres -c "psql -w -qc \"ALTER ROLE postgres PASSWORD '$password'\"" >/dev/null
+  fi
+  export_database_urls "postgres:$password"
+  mkdir -p target/run
+  printf 'export DATABASE_URL=%s\nexport IDV_TEST_POSTGRES_URL=%s\n' \
+    "$DATABASE_URL" "$IDV_TEST_POSTGRES_URL" >target/run/env
 }
 
 ensure_rabbitmq() {
   if port_open 5672; then
     return 0
   fi
-  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-server ]; then
     say "installing RabbitMQ"
     apt_install rabbitmq-server
+    sleep 1
+    if port_open 5672; then
+      return 0
+    fi
   fi
   say "starting RabbitMQ"
   if systemd_running; then
@@ -95,19 +133,26 @@ ensure_rabbitmq() {
   wait_for_port 5672 RabbitMQ
 }
 
-# Rust from rustup: the distributions' cargo is too old for this workspace.
+# The workspace needs Rust 1.92 or newer (edition 2024); distributions ship
+# older ones, so rustup provides it when needed.
+rust_recent_enough() {
+  local minor
+  minor=$(cargo --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
+  [ -n "$minor" ] && [ "$minor" -ge 92 ]
+}
+
 ensure_rust() {
-  if command -v cargo >/dev/null 2>&1; then
-    return 0
-  fi
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if rust_recent_enough; then
     return 0
   fi
   say "installing the Rust toolchain (rustup)"
   apt_install curl ca-certificates build-essential
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
   export PATH="$HOME/.cargo/bin:$PATH"
+  "$HOME/.cargo/bin/rustup" update stable
 }
 
 ensure_tools() {

@@ -13,9 +13,10 @@ source deploy/services.sh
 ensure_services
 ensure_rust
 
-export STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET:-whsec_test_secret}
+default_secret=whsec_test_secret
+export STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET:-$default_secret}
 say "building (release)"
-cargo build --release --workspace --bins --quiet
+cargo build --release --quiet -p idv-ingest -p idv-worker
 
 say "migrating the database"
 ./target/release/idvctl migrate
@@ -23,9 +24,12 @@ say "declaring the AMQP topology"
 ./target/release/idvctl topology
 
 mkdir -p target/run
+running() {
+  [ -f "target/run/$1.pid" ] && kill -0 "$(cat "target/run/$1.pid")" 2>/dev/null
+}
 start() {
   local name=$1
-  if [ -f "target/run/$name.pid" ] && kill -0 "$(cat "target/run/$name.pid")" 2>/dev/null; then
+  if running "$name"; then
     say "$name already running (pid $(cat "target/run/$name.pid"))"
     return 0
   fi
@@ -34,26 +38,40 @@ start() {
   say "started $name (pid $!, log target/run/$name.log)"
 }
 start idv-ingest
-if [ -x ./target/release/idv-worker ]; then
-  start idv-worker
-fi
+start idv-worker
 
-# Wait until ingest is ready to take events.
+# Wait until ingest is ready to take events (and has not died trying).
+ready=no
 for _ in $(seq 1 60); do
+  if ! running idv-ingest; then
+    break
+  fi
   if curl -fsS http://127.0.0.1:9464/readyz >/dev/null 2>&1; then
+    ready=yes
     break
   fi
   sleep 0.5
 done
-if ! curl -fsS http://127.0.0.1:9464/readyz >/dev/null 2>&1; then
+if [ "$ready" != yes ]; then
   echo "error: idv-ingest is not ready; see target/run/idv-ingest.log" >&2
+  tail -n 5 target/run/idv-ingest.log >&2 || true
   exit 1
 fi
 
+if [ "$STRIPE_WEBHOOK_SECRET" = "$default_secret" ]; then
+  secret_note="secret: $default_secret"
+else
+  secret_note="secret: your STRIPE_WEBHOOK_SECRET"
+fi
+env_note=""
+if [ -f target/run/env ]; then
+  env_note="
+(In a new shell, first: . target/run/env  — it holds the local DATABASE_URL.)"
+fi
 cat <<MSG
 
 idv-pipeline is up.
-  webhook:  http://127.0.0.1:4242/webhook   (secret: $STRIPE_WEBHOOK_SECRET)
+  webhook:  http://127.0.0.1:4242/webhook   ($secret_note)
   ingest:   http://127.0.0.1:9464/metrics   worker: http://127.0.0.1:9465/metrics
 
 Send a signed test event:
@@ -61,6 +79,6 @@ Send a signed test event:
 
 Then read the outcome:
   ./target/release/idvctl subject show user_8f14e45fceea
-
+$env_note
 Stop everything with deploy/down.sh.
 MSG

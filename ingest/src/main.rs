@@ -10,7 +10,8 @@ use shared::telemetry::{self, LogFormat};
 async fn main() -> ExitCode {
     let env = Env::from_process();
     let settings = LogFormat::from_env(&env).and_then(|format| {
-        telemetry::init(format, "info");
+        // lapin logs a returned message whole at warn: keep payloads out of logs.
+        telemetry::init(format, "info,lapin=error");
         Settings::from_env(&env)
     });
     let settings = match settings {

@@ -80,7 +80,18 @@ async fn an_unreachable_broker_stops_it_at_start() {
 async fn sigterm_stops_it_cleanly() {
     let amqp_url = std::env::var("IDV_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    let prefix = format!("test-bin-{}.", std::process::id());
+    // Named like the tests crate's, so deploy/clean-test-debris.sh finds it.
+    let tag: String = std::env::var("IDV_TEST_RUN")
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let tag = if tag.is_empty() {
+        "local".to_owned()
+    } else {
+        tag.to_ascii_lowercase()
+    };
+    let prefix = format!("test-{tag}-bin{}.", std::process::id());
     let mut child = ingest()
         .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
         .env("AMQP_URL", &amqp_url)

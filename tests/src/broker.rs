@@ -32,7 +32,7 @@ impl TestBroker {
     /// Declares a fresh topology under a random prefix.
     pub async fn new() -> Self {
         let url = crate::amqp_url();
-        let prefix = format!("test-{}.", crate::unique_suffix());
+        let prefix = format!("test-{}-{}.", crate::run_tag(), crate::unique_suffix());
         let topology = Topology::new(&prefix).expect("valid prefix");
         let connection = Connection::connect(&url, ConnectionProperties::default())
             .await

@@ -21,7 +21,7 @@ async fn admin_client() -> tokio_postgres::Client {
 
 impl TestDatabase {
     pub async fn new() -> Self {
-        let name = format!("idv_test_{}", crate::unique_suffix());
+        let name = format!("idv_test_{}_{}", crate::run_tag(), crate::unique_suffix());
         admin_client()
             .await
             .batch_execute(&format!("CREATE DATABASE {name}"))

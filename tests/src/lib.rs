@@ -49,6 +49,24 @@ pub fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
+/// This test run's tag (`IDV_TEST_RUN`, set by `deploy/test.sh`), part of
+/// every name a test creates, so that `deploy/clean-test-debris.sh TAG`
+/// removes what a killed run left and nothing of another run's.
+pub fn run_tag() -> String {
+    let tag: String = std::env::var("IDV_TEST_RUN")
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if tag.is_empty() {
+        "local".to_owned()
+    } else {
+        tag
+    }
+}
+
 /// Runs `cleanup` to completion on its own runtime, from `Drop`, even when
 /// the test's runtime is shutting down or the test panicked.
 pub(crate) fn run_blocking_cleanup<F>(cleanup: F)

@@ -15,6 +15,9 @@
 //!
 //! `cargo run --release -p idv-tests --bin bench_worker [events]` against
 //! 127.0.0.1 only; every database and queue it creates is removed at the end.
+//! `WORKER_*` and `DATABASE_POOL_SIZE` in the environment are passed to the
+//! workers (to compare settings); `BENCH_WORKERS=1` runs only the 1-worker
+//! phases. Each phase also prints the events per commit it saw.
 #![allow(clippy::expect_used)] // a benchmark whose set-up fails should stop loudly
 
 use std::sync::Arc;
@@ -53,21 +56,27 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "ceiling: {ceiling:.0} tx/s (dedupe insert + session upsert + outbox insert, {CEILING_CONNECTIONS} connections, one event per transaction)"
     );
-    for workers in [1, 2] {
+    let worker_counts: Vec<usize> = std::env::var("BENCH_WORKERS")
+        .unwrap_or_else(|_| "1,2".to_owned())
+        .split(',')
+        .map(|n| n.trim().parse())
+        .collect::<Result<_, _>>()?;
+    for workers in worker_counts {
         let burst = end_to_end(workers, events, None).await?;
         println!(
-            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:?}, p99 {:?}",
+            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:?}, p99 {:?}, {:.1} events/commit",
             burst.rate,
             100.0 * burst.rate / ceiling,
             burst.p50,
-            burst.p99
+            burst.p99,
+            burst.per_commit
         );
         let half = burst.rate / 2.0;
         let count = (half * PACED_SECONDS as f64) as usize;
         let paced = end_to_end(workers, count, Some(half)).await?;
         println!(
-            "{workers} worker(s), paced at {half:.0}/s: {:.0} events/s, p50 {:?}, p99 {:?}",
-            paced.rate, paced.p50, paced.p99
+            "{workers} worker(s), paced at {half:.0}/s: {:.0} events/s, p50 {:?}, p99 {:?}, {:.1} events/commit",
+            paced.rate, paced.p50, paced.p99, paced.per_commit
         );
     }
     Ok(())
@@ -84,13 +93,29 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 fn settings(broker: &TestBroker, db: &TestDatabase) -> Settings {
-    Settings::from_env(&Env::from_pairs([
-        ("DATABASE_URL", db.url.as_str()),
-        ("AMQP_URL", broker.url.as_str()),
-        ("AMQP_PREFIX", broker.prefix.as_str()),
-        ("WORKER_ADMIN_LISTEN", "127.0.0.1:0"),
-    ]))
-    .expect("settings")
+    let mut pairs: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("WORKER_") || k == "DATABASE_POOL_SIZE")
+        .collect();
+    pairs.extend([
+        ("DATABASE_URL".to_owned(), db.url.clone()),
+        ("AMQP_URL".to_owned(), broker.url.clone()),
+        ("AMQP_PREFIX".to_owned(), broker.prefix.clone()),
+        ("WORKER_ADMIN_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+    ]);
+    Settings::from_env(&Env::from_pairs(pairs)).expect("settings")
+}
+
+/// Transactions committed in the current database so far (statistics are
+/// flushed within a second, so read it after a pause).
+async fn commits(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    Ok(client
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?
+        .get(0))
 }
 
 /// Phase 1: one event per transaction, 16 connections, fixed duration.
@@ -152,6 +177,8 @@ async fn ceiling() -> anyhow::Result<f64> {
 /// What one end-to-end phase measured.
 struct Measured {
     rate: f64,
+    /// Events per committed transaction (all of the database's commits).
+    per_commit: f64,
     p50: Duration,
     p99: Duration,
 }
@@ -206,6 +233,8 @@ async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::
         running.push((token, tokio::spawn(app.run_until_stopped())));
     }
     let events = stream(count);
+    let client = connect(&db.url).await?;
+    let commits_before = commits(&client).await?;
     let (connection, channel) = publisher(&broker.url).await?;
     let exchange = broker.topology.events_exchange();
     let start = Instant::now();
@@ -241,7 +270,6 @@ async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::
     while let Some(result) = confirms.next().await {
         result?;
     }
-    let client = connect(&db.url).await?;
     let expected = i64::try_from(count)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -269,6 +297,7 @@ async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::
         .await?;
     let (span, p50, p99): (f64, f64, f64) = (row.get(0), row.get(1), row.get(2));
     let elapsed = span.max(start.elapsed().as_secs_f64().min(span.max(0.001)));
+    let committed = commits(&client).await? - commits_before;
     for (token, handle) in running {
         token.cancel();
         handle.await??;
@@ -276,6 +305,7 @@ async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::
     let _ = connection.close(200, "bench done".into()).await;
     Ok(Measured {
         rate: count as f64 / elapsed,
+        per_commit: count as f64 / committed.max(1) as f64,
         p50: Duration::from_secs_f64(p50.max(0.0)),
         p99: Duration::from_secs_f64(p99.max(0.0)),
     })
