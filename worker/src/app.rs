@@ -81,9 +81,8 @@ impl Application {
         let server_handle = server.handle();
         let admin_task = tokio::spawn(server);
         let tracker = TaskTracker::new();
-        for index in 0..ctx.settings.consumers {
-            tracker.spawn(consume::run_consumer(Arc::clone(&ctx), index));
-        }
+        // One consumer, feeding `consumers` lanes (see `consume::lanes`).
+        tracker.spawn(consume::run_consumer(Arc::clone(&ctx), 0));
         tracker.close();
         ctx.shutdown.cancelled().await;
         info!("shutting down: finishing the batches in hand");

@@ -27,15 +27,17 @@ pub struct Settings {
     pub amqp_url: SecretString,
     /// `AMQP_PREFIX`: names of the exchanges and queues.
     pub topology: Topology,
-    /// `WORKER_CONSUMERS`: consumers, each with its connection and channel,
-    /// each processing one batch (one pooled connection) at a time.
+    /// `WORKER_CONSUMERS`: lanes fed by the worker's one consumer (by
+    /// subject, so lanes never wait on each other's rows), each processing
+    /// one batch (one pooled connection) at a time.
     pub consumers: usize,
     /// `WORKER_BATCH_SIZE`: deliveries applied in one transaction.
     pub batch_size: usize,
     /// `WORKER_BATCH_LINGER_MS`: how long a batch waits to fill once started.
     pub batch_linger: Duration,
-    /// `WORKER_PREFETCH`: unacked deliveries per consumer (≥ batch size, so
-    /// the next batch is on its way while one commits).
+    /// `WORKER_PREFETCH`: unacked deliveries per lane (≥ batch size, so the
+    /// next batch is on its way while one commits); the channel's prefetch
+    /// is this times `WORKER_CONSUMERS`.
     pub prefetch: u16,
     /// `WORKER_RETRY_DELAYS`: delay of each retry of a failing message; one
     /// retry queue each, each at most that queue's TTL. Then the DLQ.

@@ -63,18 +63,31 @@ fn database_backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// Processes `batch` (deliveries with the instant each arrived).
+/// A delivery and what its body parsed to.
+#[derive(Debug)]
+pub struct Parsed {
+    pub delivery: Delivery,
+    pub event: Result<Incoming, MessageFailure>,
+}
+
+/// Parses `delivery`'s body (with its receive time from ingest's header).
+pub fn parse(ctx: &Context, delivery: Delivery) -> Parsed {
+    let received = received_at_ms(&delivery).unwrap_or_else(now_ms);
+    let event = incoming::parse(&delivery.data, received, &ctx.settings);
+    Parsed { delivery, event }
+}
+
+/// Processes `batch` (parsed deliveries with the instant each arrived).
 pub async fn process(
     ctx: &Context,
     publisher: &Channel,
-    batch: Vec<(Delivery, Instant)>,
+    batch: Vec<(Parsed, Instant)>,
 ) -> Result<(), BatchError> {
     ctx.metrics.batch_size.observe(batch.len() as f64);
     let mut parsed: Vec<(Delivery, Instant, Incoming)> = Vec::with_capacity(batch.len());
     let mut failed: Vec<(Delivery, Instant, Option<String>, MessageFailure)> = Vec::new();
-    for (delivery, arrived) in batch {
-        let received = received_at_ms(&delivery).unwrap_or_else(now_ms);
-        match incoming::parse(&delivery.data, received, &ctx.settings) {
+    for (Parsed { delivery, event }, arrived) in batch {
+        match event {
             Ok(event) => parsed.push((delivery, arrived, event)),
             // No type label: an unreadable body's type is not to be trusted.
             Err(failure) => failed.push((delivery, arrived, None, failure)),

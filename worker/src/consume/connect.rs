@@ -1,4 +1,4 @@
-//! One consumer's link to the broker: its own connection, a consuming
+//! The worker's link to the broker: its own connection, a consuming
 //! channel with an explicit prefetch, and a confirm-mode channel for
 //! forwarding failed messages. Every option is written out.
 
@@ -28,9 +28,11 @@ pub async fn open(settings: &Settings, consumer_tag: &str) -> Result<Link, lapin
     .await?;
     let channel = connection.create_channel().await?;
     shared::topology::declare(&channel, &settings.topology).await?;
+    // `WORKER_PREFETCH` is per lane: the one consumer feeds them all.
+    let prefetch = usize::from(settings.prefetch).saturating_mul(settings.consumers.max(1));
     channel
         .basic_qos(
-            settings.prefetch, // unacked deliveries this consumer may hold: ≥ one batch
+            u16::try_from(prefetch).unwrap_or(u16::MAX), // unacked deliveries this consumer may hold
             BasicQosOptions {
                 global: false, // per consumer, not shared by the channel's consumers
             },

@@ -1,18 +1,18 @@
-//! The consume loop. Each consumer owns a connection and a channel, takes a
-//! batch of deliveries (up to `WORKER_BATCH_SIZE`, waiting at most
-//! `WORKER_BATCH_LINGER_MS` for it to fill), processes it ([`batch`]) and
-//! repeats. A lost broker link is reopened with backoff; shutdown stops
-//! taking deliveries, lets the batch in hand finish and ack, then closes.
+//! The consume loop. The worker's consumer owns a connection and a channel
+//! and feeds `WORKER_CONSUMERS` lanes ([`lanes`]), each applying batches
+//! of deliveries ([`batch`]) on its own pooled connection. A lost broker
+//! link is reopened with backoff; shutdown stops taking deliveries, lets
+//! the batches in hand finish and ack, then closes.
 
 mod batch;
 mod connect;
 pub mod failure;
+mod lanes;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use futures_util::StreamExt;
 use lapin::options::BasicCancelOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -44,7 +44,7 @@ fn broker_backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// Runs consumer number `index` until shutdown.
+/// Runs the worker's consumer (number `index`) until shutdown.
 pub async fn run_consumer(ctx: Arc<Context>, index: usize) {
     let tag = format!("idv-worker-{}-{index}", uuid::Uuid::new_v4().simple());
     let span = info_span!("consumer", consumer = index);
@@ -60,6 +60,7 @@ pub async fn run_consumer(ctx: Arc<Context>, index: usize) {
             let Ok(mut link) = link else { continue };
             let attached = ctx.health.attached();
             info!(
+                lanes = ctx.settings.consumers,
                 prefetch = ctx.settings.prefetch,
                 batch = ctx.settings.batch_size,
                 "consuming"
@@ -82,32 +83,7 @@ pub async fn run_consumer(ctx: Arc<Context>, index: usize) {
 
 /// Takes and processes batches until shutdown (`Ok`) or a broker error.
 async fn consume(ctx: &Context, link: &mut connect::Link) -> Result<(), String> {
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => return Ok(()),
-            next = link.consumer.next() => next,
-        };
-        let first = match first {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => return Err(error.to_string()),
-            None => return Err("the broker cancelled the consumer".to_owned()),
-        };
-        let mut deliveries = vec![(first, Instant::now())];
-        let deadline = tokio::time::Instant::now() + ctx.settings.batch_linger;
-        while deliveries.len() < ctx.settings.batch_size {
-            match tokio::time::timeout_at(deadline, link.consumer.next()).await {
-                Ok(Some(Ok(delivery))) => deliveries.push((delivery, Instant::now())),
-                Ok(Some(Err(error))) => return Err(error.to_string()),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        match batch::process(ctx, &link.publisher, deliveries).await {
-            Ok(()) => {}
-            Err(batch::BatchError::ShuttingDown) => return Ok(()),
-            Err(batch::BatchError::Broker(error)) => return Err(error),
-        }
-    }
+    lanes::run(ctx, link).await
 }
 
 /// Stops the consumer, then closes the channels and the connection: the
