@@ -69,8 +69,10 @@ impl Planner<'_> {
                     counted: false,
                     keep_payload: false,
                 });
-                if !session.redacted {
-                    session.redacted = true;
+                // Erased again even if it already was (as one event at a
+                // time would): the row's `updated_at` says a redaction came.
+                session.redacted = true;
+                if !self.plan.redacted.contains(&event.session_id) {
                     self.plan.redacted.push(event.session_id.clone());
                 }
                 return Ok(EventOutcome::of(Applied::Redacted));
@@ -237,3 +239,7 @@ fn count_failure(subject: &mut SubjectState, max: i32, blocks: bool, code: &str,
             .map_or(key.created, |c| c.max(key.created)),
     );
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,180 @@
+//! The batch applied in memory: duplicates, order, counting and the side
+//! effects, without a database (the integration tests cover the SQL).
+
+use super::*;
+use crate::incoming::Failure;
+use crate::policy::CodeClass;
+
+const RULES: Rules = Rules {
+    max_failed_attempts: 3,
+    fetch_verified_outputs: false,
+};
+
+fn event(id: &str, stage: Stage, created: i64, code: Option<&str>) -> Incoming {
+    Incoming {
+        event_id: id.to_owned(),
+        event_type: format!("identity.verification_session.{stage}"),
+        kind: EventKind::Lifecycle(stage),
+        created,
+        livemode: false,
+        session_id: "vs_1".to_owned(),
+        subject_key: Some("user_1".to_owned()),
+        failure: code.map(|code| Failure {
+            code: code.to_owned(),
+            reason: Some("a reason".to_owned()),
+            class: CodeClass::Retryable,
+            known: true,
+        }),
+        payload: serde_json::json!({}),
+        received_at_ms: 0,
+    }
+}
+
+/// The rows a new session and subject have once the batch created them.
+fn fresh() -> Locked {
+    let mut locked = Locked::default();
+    locked
+        .sessions
+        .insert("vs_1".to_owned(), SessionState::default());
+    locked.subjects.insert(
+        "user_1".to_owned(),
+        SubjectState {
+            status: "pending".to_owned(),
+            decided_by: None,
+            failed_attempts: 0,
+            blocked: false,
+            last_error_code: None,
+            last_error_created: None,
+            last_error_event_id: None,
+        },
+    );
+    locked
+}
+
+fn applied(plan: &Plan) -> Vec<Applied> {
+    plan.outcomes.iter().map(|o| o.applied).collect()
+}
+
+#[test]
+fn duplicates_in_the_batch_and_in_the_inbox_apply_once() {
+    let (a, b) = (
+        event("evt_a", Stage::Processing, 10, None),
+        event("evt_b", Stage::Verified, 11, None),
+    );
+    let mut locked = fresh();
+    locked.seen.insert("evt_b".to_owned());
+    let plan = plan(&RULES, &[&a, &a, &b], locked).unwrap();
+    assert_eq!(
+        applied(&plan),
+        [Applied::Applied, Applied::Duplicate, Applied::Duplicate]
+    );
+    assert_eq!(plan.events.len(), 1);
+    assert_eq!(plan.events[0].index, 0);
+}
+
+#[test]
+fn an_older_event_after_a_newer_one_is_stale_and_verified_at_is_kept() {
+    let verified = event("evt_v", Stage::Verified, 20, None);
+    let canceled = event("evt_c", Stage::Canceled, 21, None);
+    let older = event("evt_p", Stage::Processing, 5, None);
+    let plan = plan(&RULES, &[&verified, &canceled, &older], fresh()).unwrap();
+    assert_eq!(
+        applied(&plan),
+        [Applied::Applied, Applied::Applied, Applied::Stale]
+    );
+    let write = &plan.sessions["vs_1"];
+    let advance = write.advance.as_ref().unwrap();
+    assert_eq!((advance.stage, advance.key.created), (Stage::Canceled, 21));
+    assert!(write.verified && write.canceled);
+    assert_eq!(write.subject_key.as_deref(), Some("user_1"));
+    // The session now stands canceled (a later event), so the subject does;
+    // the success was still notified when it applied.
+    assert_eq!(plan.subjects["user_1"].status, "canceled");
+    let kinds: Vec<&str> = plan.outbox.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["notify_user_verified", "platform_follow_up"]);
+}
+
+#[test]
+fn three_failures_in_one_batch_reach_manual_review_once() {
+    let failures: Vec<Incoming> = (0..4)
+        .map(|i| {
+            event(
+                &format!("evt_f{i}"),
+                Stage::RequiresInput,
+                10 + i,
+                Some("document_expired"),
+            )
+        })
+        .collect();
+    let refs: Vec<&Incoming> = failures.iter().collect();
+    let plan = plan(&RULES, &refs, fresh()).unwrap();
+    let reached: Vec<bool> = plan
+        .outcomes
+        .iter()
+        .map(|o| o.reached_manual_review)
+        .collect();
+    assert_eq!(reached, [false, false, true, false]);
+    let subject = &plan.subjects["user_1"];
+    assert_eq!(
+        (subject.status.as_str(), subject.failed_attempts),
+        ("manual_review", 3)
+    );
+    assert_eq!(subject.last_error_event_id.as_deref(), Some("evt_f3"));
+    let kinds: Vec<&str> = plan.outbox.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "notify_user_retry",
+            "notify_user_retry",
+            "cancel_stripe_session",
+            "notify_user_alternative",
+            "alert_reviewers"
+        ]
+    );
+    assert!(plan.events.iter().all(|e| e.counted));
+}
+
+#[test]
+fn an_older_failure_counts_but_keeps_the_newer_code() {
+    let newer = event(
+        "evt_n",
+        Stage::RequiresInput,
+        30,
+        Some("selfie_face_mismatch"),
+    );
+    let older = event("evt_o", Stage::RequiresInput, 20, Some("document_expired"));
+    let plan = plan(&RULES, &[&newer, &older], fresh()).unwrap();
+    assert_eq!(applied(&plan), [Applied::Applied, Applied::Stale]);
+    let subject = &plan.subjects["user_1"];
+    assert_eq!(subject.failed_attempts, 2);
+    assert_eq!(
+        subject.last_error_code.as_deref(),
+        Some("selfie_face_mismatch")
+    );
+    assert_eq!(subject.last_error_created, Some(30));
+}
+
+#[test]
+fn a_redaction_keeps_later_payloads_out_and_is_erased_after_the_writes() {
+    let failed = event("evt_f", Stage::RequiresInput, 10, Some("document_expired"));
+    let mut redacted = event("evt_r", Stage::Created, 11, None);
+    redacted.kind = EventKind::Redacted;
+    redacted.subject_key = None;
+    let later = event("evt_l", Stage::Verified, 12, None);
+    let plan = plan(&RULES, &[&failed, &redacted, &later], fresh()).unwrap();
+    assert_eq!(
+        applied(&plan),
+        [Applied::Applied, Applied::Redacted, Applied::Applied]
+    );
+    let keep: Vec<bool> = plan.events.iter().map(|e| e.keep_payload).collect();
+    assert_eq!(keep, [true, false, false]);
+    assert_eq!(plan.redacted, ["vs_1"]);
+}
+
+#[test]
+fn a_subject_that_was_not_locked_is_an_error() {
+    let mut locked = fresh();
+    locked.subjects.clear();
+    let a = event("evt_a", Stage::Processing, 10, None);
+    assert!(plan(&RULES, &[&a], locked).is_err());
+}
