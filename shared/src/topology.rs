@@ -18,7 +18,7 @@
 mod declare;
 
 #[cfg(feature = "amqp")]
-pub use declare::{declare, delete};
+pub use declare::{declare, declare_at, delete};
 
 use std::time::Duration;
 

@@ -6,7 +6,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lapin::{Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -97,18 +96,9 @@ impl Application {
 
 /// Declares the topology once at start, so a wrong `AMQP_URL` fails fast.
 async fn declare_topology(settings: &Settings) -> anyhow::Result<()> {
-    let connection = Connection::connect(
-        settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .context("connecting to the broker (AMQP_URL)")?;
-    let channel = connection.create_channel().await?;
-    shared::topology::declare(&channel, &settings.topology)
+    shared::topology::declare_at(settings.amqp_url.expose_secret(), &settings.topology)
         .await
-        .context("declaring the AMQP topology")?;
-    let _ = connection.close(200, "declared".into()).await;
-    Ok(())
+        .context("connecting to the broker (AMQP_URL) and declaring the AMQP topology")
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

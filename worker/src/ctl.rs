@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
-use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use shared::SessionId;
 use shared::config::{ConfigError, Env};
@@ -55,17 +54,9 @@ pub async fn migrate(settings: &CtlSettings) -> anyhow::Result<String> {
 }
 
 pub async fn topology(settings: &CtlSettings) -> anyhow::Result<String> {
-    let connection = Connection::connect(
-        settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .context("connecting to the broker (AMQP_URL)")?;
-    let channel = connection.create_channel().await?;
-    shared::topology::declare(&channel, &settings.topology)
+    shared::topology::declare_at(settings.amqp_url.expose_secret(), &settings.topology)
         .await
-        .context("declaring the topology")?;
-    let _ = connection.close(200, "declared".into()).await;
+        .context("connecting to the broker (AMQP_URL) and declaring the topology")?;
     let t = &settings.topology;
     Ok(format!(
         "declared exchange {} (alternate {}), queues {}, {}, {}, and the retry queues",

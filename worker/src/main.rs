@@ -13,7 +13,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    shared::telemetry::init(settings.log_format, "info");
+    // lapin logs a returned message whole at warn: keep payloads out of logs.
+    shared::telemetry::init(settings.log_format, "info,lapin=error");
     let application = match Application::build(settings).await {
         Ok(application) => application,
         Err(error) => {

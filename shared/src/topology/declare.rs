@@ -6,7 +6,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind as LapinExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind as LapinExchangeKind};
 
 use super::{ArgValue, ExchangeKind, Topology};
 
@@ -81,6 +81,18 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
             .await?;
     }
     Ok(())
+}
+
+/// Connects to `url`, declares `topology` and closes again: for tools and
+/// start-up checks that need the topology but not a lasting connection.
+pub async fn declare_at(url: &str, topology: &Topology) -> Result<(), lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let declared = match connection.create_channel().await {
+        Ok(channel) => declare(&channel, topology).await,
+        Err(error) => Err(error),
+    };
+    let _ = connection.close(200, "declared".into()).await;
+    declared
 }
 
 /// Deletes every queue and exchange of `topology`, messages included. For
