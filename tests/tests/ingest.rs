@@ -294,19 +294,26 @@ async fn an_event_type_nobody_consumes_is_kept_in_the_unrouted_queue() {
     );
 }
 
-#[tokio::test]
-async fn broker_lost_is_503_within_the_bound_then_recovers_without_restart() {
-    let broker = TestBroker::new().await;
+/// Ingest reaching the broker through a proxy this test controls, with a
+/// one-second publish timeout.
+async fn ingest_behind_proxy(broker: &TestBroker) -> (TcpProxy, TestIngest) {
     let proxy = TcpProxy::start(idv_tests::amqp_addr()).await;
     let amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
     let ingest = TestIngest::spawn(
-        &broker,
+        broker,
         &[
             ("AMQP_URL", &amqp_url),
             ("INGEST_PUBLISH_TIMEOUT_MS", "1000"),
         ],
     )
     .await;
+    (proxy, ingest)
+}
+
+#[tokio::test]
+async fn broker_lost_is_503_within_the_bound_then_recovers_without_restart() {
+    let broker = TestBroker::new().await;
+    let (proxy, ingest) = ingest_behind_proxy(&broker).await;
     let body = fixture("evt_processing.json");
     assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
     assert_eq!(ingest.admin("/readyz").await.0, 200);
@@ -425,16 +432,7 @@ async fn shutdown_finishes_an_in_flight_request() {
 #[tokio::test]
 async fn a_hung_broker_is_503_after_the_publish_timeout_never_200_before_a_confirm() {
     let broker = TestBroker::new().await;
-    let proxy = TcpProxy::start(idv_tests::amqp_addr()).await;
-    let amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
-    let ingest = TestIngest::spawn(
-        &broker,
-        &[
-            ("AMQP_URL", &amqp_url),
-            ("INGEST_PUBLISH_TIMEOUT_MS", "1000"),
-        ],
-    )
-    .await;
+    let (proxy, ingest) = ingest_behind_proxy(&broker).await;
     let body = fixture("evt_processing.json");
     assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
 
