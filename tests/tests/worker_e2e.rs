@@ -154,7 +154,7 @@ async fn shutdown_finishes_and_acks_the_work_in_hand() {
         &[("WORKER_CONSUMERS", "2"), ("WORKER_BATCH_SIZE", "20")],
     );
     migrate(&settings).await;
-    let total = 600;
+    let total = 3000; // enough that the stop lands mid-stream, even on a fast machine
     for i in 0..total {
         let body = failed(
             &format!("evt_sd{i}"),

@@ -35,7 +35,7 @@ async fn child_worker_process() {
 #[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
-    let subjects = 150;
+    let subjects = 400; // enough that the kill lands mid-stream, even on a fast machine
     let distinct = scenario("kl", subjects);
     let worker_settings = settings(Some(&broker), &db, &[]);
     migrate(&worker_settings).await;

@@ -115,6 +115,9 @@ pub async fn process(
             Err(failure) => failed.push((delivery, arrived, Some(event.event_type), failure)),
         }
     }
+    // Ack what is committed before forwarding failures, so a failed forward
+    // cannot send committed deliveries back for a (harmless but wasted) redo.
+    ack_all(&acks).await?;
     for (delivery, arrived, event_type, failure) in failed {
         let span = info_span!(
             "delivery",
@@ -124,16 +127,9 @@ pub async fn process(
         forward_failure(ctx, publisher, &delivery, event_type.as_deref(), &failure)
             .instrument(span)
             .await?;
+        // Right after its copy is confirmed: a later failure cannot forward it twice.
         acks.push((delivery, arrived));
-    }
-    let results = join_all(acks.iter().map(|(delivery, _)| {
-        delivery.acker.ack(BasicAckOptions {
-            multiple: false, // other consumers' batches share nothing with this channel, but be exact
-        })
-    }))
-    .await;
-    for result in results {
-        result.map_err(|e| BatchError::Broker(e.to_string()))?;
+        ack_all(&acks[acks.len() - 1..]).await?;
     }
     for (_, arrived) in &acks {
         ctx.metrics
@@ -242,6 +238,21 @@ async fn forward_failure(
             ctx.metrics.event(event_type, "dead_lettered");
             warn!(attempts, "message failure; dead-lettered");
         }
+    }
+    Ok(())
+}
+
+/// Acks each delivery on its own (`multiple: false`: exact, whatever else
+/// the channel has in flight).
+async fn ack_all(deliveries: &[(Delivery, Instant)]) -> Result<(), BatchError> {
+    let results = join_all(
+        deliveries
+            .iter()
+            .map(|(delivery, _)| delivery.acker.ack(BasicAckOptions { multiple: false })),
+    )
+    .await;
+    for result in results {
+        result.map_err(|e| BatchError::Broker(e.to_string()))?;
     }
     Ok(())
 }
