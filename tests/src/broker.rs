@@ -70,6 +70,16 @@ impl TestBroker {
             .message_count()
     }
 
+    /// Waits up to `deadline` until `queue` holds exactly `count` ready messages.
+    pub async fn wait_for_count(&self, queue: &str, count: u32, deadline: Duration) {
+        crate::wait::eventually(
+            deadline,
+            &format!("{count} messages in {queue}"),
+            || async { self.message_count(queue).await == count },
+        )
+        .await;
+    }
+
     /// Takes one message from `queue` if there is one, and acks it.
     pub async fn try_get(&self, queue: &str) -> Option<Received> {
         let message = self

@@ -105,12 +105,9 @@ impl TestIngest {
     }
 
     /// Asks ingest to stop and returns how its run ended.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
+        self.join().await
     }
 
     /// The token that stops this ingest, for tests that stop it mid-request.

@@ -108,11 +108,9 @@ async fn every_fixture_is_accepted() {
         let response = ingest.post_signed(fixture(name)).await;
         assert_eq!(response.status(), 200, "{name}");
     }
-    let queue = broker.topology.events_queue();
-    eventually(DEADLINE, "six events in the queue", || async {
-        broker.message_count(&queue).await == 6
-    })
-    .await;
+    broker
+        .wait_for_count(&broker.topology.events_queue(), 6, DEADLINE)
+        .await;
 }
 
 #[tokio::test]
@@ -186,11 +184,9 @@ async fn during_rotation_either_secret_is_accepted() {
     }
     let (status, _) = error_of(ingest.post_signed(body.clone()).await).await;
     assert_eq!(status, 400, "the retired test secret is no longer valid");
-    let queue = broker.topology.events_queue();
-    eventually(DEADLINE, "both events published", || async {
-        broker.message_count(&queue).await == 2
-    })
-    .await;
+    broker
+        .wait_for_count(&broker.topology.events_queue(), 2, DEADLINE)
+        .await;
 }
 
 #[tokio::test]

@@ -66,10 +66,7 @@ async fn the_fixtures_flow_to_committed_state() {
     assert_eq!(canceled.status, "canceled");
 
     let t = &broker.topology;
-    eventually(DEADLINE, "the queue to drain", || async {
-        broker.message_count(&t.events_queue()).await == 0
-    })
-    .await;
+    broker.wait_for_count(&t.events_queue(), 0, DEADLINE).await;
     assert_eq!(broker.message_count(&t.dead_letter_queue()).await, 0);
     let (status, metrics) = worker.get("/metrics").await;
     assert_eq!(status, 200);

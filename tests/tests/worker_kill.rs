@@ -85,10 +85,9 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     })
     .await;
     let t = &broker.topology;
-    eventually(Duration::from_secs(30), "the queue to drain", || async {
-        broker.message_count(&t.events_queue()).await == 0
-    })
-    .await;
+    broker
+        .wait_for_count(&t.events_queue(), 0, Duration::from_secs(30))
+        .await;
     survivor.stop().await;
     assert_eq!(broker.message_count(&t.dead_letter_queue()).await, 0);
 

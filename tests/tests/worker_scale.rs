@@ -47,10 +47,9 @@ async fn four_workers_on_a_shuffled_duplicated_stream_apply_each_event_once() {
     )
     .await;
     let t = &broker.topology;
-    eventually(Duration::from_secs(30), "the queue to drain", || async {
-        broker.message_count(&t.events_queue()).await == 0
-    })
-    .await;
+    broker
+        .wait_for_count(&t.events_queue(), 0, Duration::from_secs(30))
+        .await;
     for worker in workers {
         worker.stop().await;
     }
