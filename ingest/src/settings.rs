@@ -21,6 +21,9 @@ pub struct Settings {
     pub verifier: SignatureVerifier,
     /// Largest body accepted; larger is 413 (`INGEST_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// How long a client may take to send its body once the head has
+    /// arrived; longer is 408 (`INGEST_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
     /// Bound on publish + broker confirm before answering 503 (`INGEST_PUBLISH_TIMEOUT_MS`).
     pub publish_timeout: Duration,
     /// Confirm-mode channels shared by all requests (`INGEST_PUBLISH_CHANNELS`).
@@ -74,6 +77,12 @@ impl Settings {
                 1024 * 1024,
                 // RabbitMQ refuses messages over 16 MiB by default.
                 1024..=16 * 1024 * 1024,
+            )?),
+            // actix bounds only the head; Stripe sends the body at once.
+            body_timeout: Duration::from_millis(env.number_or(
+                "INGEST_BODY_TIMEOUT_MS",
+                10_000,
+                100..=60_000,
             )?),
             publish_timeout: Duration::from_millis(env.number_or(
                 "INGEST_PUBLISH_TIMEOUT_MS",
@@ -134,6 +143,7 @@ mod tests {
         assert_eq!(settings.listen.to_string(), "0.0.0.0:4242");
         assert_eq!(settings.admin_listen.to_string(), "127.0.0.1:9464");
         assert_eq!(settings.max_body_bytes, 1024 * 1024);
+        assert_eq!(settings.body_timeout, Duration::from_secs(10));
         assert_eq!(settings.publish_timeout, Duration::from_secs(5));
         assert_eq!(settings.expected_livemode, None);
         assert_eq!(settings.topology.events_exchange(), "stripe.events");
@@ -161,6 +171,25 @@ mod tests {
     }
 
     #[test]
+    fn the_body_timeout_is_a_setting_in_milliseconds_within_its_range() {
+        let settings = Settings::from_env(&env(&[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+            ("INGEST_BODY_TIMEOUT_MS", "500"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.body_timeout, Duration::from_millis(500));
+        let error = Settings::from_env(&env(&[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+            ("INGEST_BODY_TIMEOUT_MS", "60001"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid INGEST_BODY_TIMEOUT_MS: expected a whole number from 100 to 60000, found \"60001\""
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (variable, value) in [
             ("INGEST_LISTEN", "localhost"),
@@ -169,6 +198,9 @@ mod tests {
             ("AMQP_PREFIX", "a b"),
             ("AMQP_URL", "http://nope"),
             ("INGEST_MAX_BODY_BYTES", "67108864"),
+            ("INGEST_BODY_TIMEOUT_MS", "99"),
+            ("INGEST_BODY_TIMEOUT_MS", "60001"),
+            ("INGEST_BODY_TIMEOUT_MS", "10s"),
         ] {
             let error = Settings::from_env(&env(&[
                 ("STRIPE_WEBHOOK_SECRET", "whsec_a"),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use ingest::{Application, Settings};
 use shared::config::Env;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::TestBroker;
@@ -81,6 +83,15 @@ impl TestIngest {
         self.post(body, Some(&signature)).await
     }
 
+    /// A raw connection to the webhook listener, for requests no HTTP client
+    /// would send: a body that stops and never finishes.
+    pub async fn raw_connection(&self) -> RawConnection {
+        let addr = self.address.trim_start_matches("http://");
+        RawConnection {
+            stream: TcpStream::connect(addr).await.expect("ingest listens"),
+        }
+    }
+
     /// GETs an admin path; returns status and body.
     pub async fn admin(&self, path: &str) -> (u16, String) {
         let response = self
@@ -128,4 +139,79 @@ impl Drop for TestIngest {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// A TCP connection to the webhook listener driven byte by byte. It stays
+/// open, whatever was sent, until it is dropped.
+#[derive(Debug)]
+pub struct RawConnection {
+    stream: TcpStream,
+}
+
+impl RawConnection {
+    /// Sends the head of `POST /webhook` with `headers`.
+    pub async fn send_head(&mut self, headers: &[(&str, &str)]) {
+        let mut head = String::from("POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.send(head.as_bytes()).await;
+    }
+
+    /// Sends `bytes` as they are.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("ingest reads");
+        self.stream.flush().await.expect("ingest reads");
+    }
+
+    /// Sends `data` as one chunk of a `Transfer-Encoding: chunked` body.
+    pub async fn send_chunk(&mut self, data: &[u8]) {
+        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+        chunk.extend_from_slice(data);
+        chunk.extend_from_slice(b"\r\n");
+        self.send(&chunk).await;
+    }
+
+    /// Reads one response: its status and body. `Err` says why none came
+    /// within `deadline` (silence, or the connection closed first).
+    pub async fn response(&mut self, deadline: Duration) -> Result<(u16, String), String> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut received = Vec::new();
+        loop {
+            if let Some(response) = parse_response(&received) {
+                return Ok(response);
+            }
+            let mut buffer = [0_u8; 4096];
+            let read = tokio::time::timeout_at(until, self.stream.read(&mut buffer))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no complete response within {deadline:?}; received {:?}",
+                        String::from_utf8_lossy(&received)
+                    )
+                })?
+                .map_err(|error| format!("reading the response: {error}"))?;
+            if read == 0 {
+                return Err(format!(
+                    "connection closed before a complete response; received {:?}",
+                    String::from_utf8_lossy(&received)
+                ));
+            }
+            received.extend_from_slice(&buffer[..read]);
+        }
+    }
+}
+
+/// Status and body of a complete HTTP/1.1 response with a `Content-Length`.
+fn parse_response(received: &[u8]) -> Option<(u16, String)> {
+    let text = String::from_utf8_lossy(received);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())?;
+    (body.len() >= length).then(|| (status, body[..length].to_owned()))
 }

@@ -208,12 +208,33 @@ async fn an_oversized_body_is_413_and_not_published() {
     assert_only_published(&broker, &body).await;
 }
 
+/// A signed, valid event of exactly `size` bytes (padded inside the session).
+fn event_of_size(event_id: &str, size: usize) -> Vec<u8> {
+    let padded = |padding: usize| {
+        session_event(
+            event_id,
+            "identity.verification_session.processing",
+            now_unix(),
+            serde_json::json!({"id": "vs_padded", "status": "processing", "padding": "x".repeat(padding)}),
+        )
+    };
+    let body = padded(size - padded(0).len());
+    assert_eq!(body.len(), size);
+    body
+}
+
 #[tokio::test]
 async fn the_default_limit_is_one_mebibyte() {
+    const MIB: usize = 1024 * 1024;
     let broker = TestBroker::new().await;
     let ingest = TestIngest::spawn(&broker, &[]).await;
-    let (status, _) = error_of(ingest.post_signed(vec![b' '; 1024 * 1024 + 1]).await).await;
+    let (status, error) =
+        error_of(ingest.post_signed(event_of_size("evt_over", MIB + 1)).await).await;
     assert_eq!(status, 413);
+    assert!(error.contains("1048576"), "{error}");
+    let exactly = event_of_size("evt_exactly", MIB);
+    assert_eq!(ingest.post_signed(exactly.clone()).await.status(), 200);
+    assert_only_published(&broker, &exactly).await;
 }
 
 #[tokio::test]
@@ -523,17 +544,92 @@ async fn a_nack_from_the_broker_is_503() {
 #[tokio::test]
 async fn a_body_that_never_finishes_is_413_when_it_passes_the_limit_without_a_length() {
     let broker = TestBroker::new().await;
-    let ingest = TestIngest::spawn(&broker, &[("INGEST_MAX_BODY_BYTES", "4096")]).await;
+    // A body timeout far longer than the test waits: only the limit can answer.
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("INGEST_MAX_BODY_BYTES", "4096"),
+            ("INGEST_BODY_TIMEOUT_MS", "30000"),
+        ],
+    )
+    .await;
+    let mut connection = ingest.raw_connection().await;
+    let started = Instant::now();
     // Chunked: no Content-Length, so the limit is enforced while reading.
-    let chunks =
-        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
-    let response = ingest
-        .client
-        .post(format!("{}/webhook", ingest.address))
-        .header("Stripe-Signature", "t=1,v1=00")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
+    connection
+        .send_head(&[
+            ("Stripe-Signature", "t=1,v1=00"),
+            ("Transfer-Encoding", "chunked"),
+        ])
+        .await;
+    for _ in 0..5 {
+        connection.send_chunk(&[b' '; 1024]).await;
+    }
+    // No last chunk: the body never finishes, and the connection stays open.
+    let (status, body) = connection
+        .response(Duration::from_secs(5))
         .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
+        .expect("a 413 while the body is still arriving");
+    let waited = started.elapsed();
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("4096"), "{body}");
+    assert!(
+        waited < Duration::from_secs(3),
+        "answered after {waited:?}: the limit must be enforced while reading"
+    );
+    assert_eq!(
+        ingest
+            .metric("idv_ingest_requests_total{outcome=\"too_large\"}")
+            .await,
+        1.0
+    );
+    let event = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(event.clone()).await.status(), 200);
+    assert_only_published(&broker, &event).await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_408_after_the_body_timeout_and_not_published() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[("INGEST_BODY_TIMEOUT_MS", "500")]).await;
+    let event = fixture("evt_verified.json");
+    let signature = sign_now(TEST_SECRET, &event);
+    let length = event.len().to_string();
+    let mut connection = ingest.raw_connection().await;
+    let started = Instant::now();
+    connection
+        .send_head(&[
+            ("Stripe-Signature", &signature),
+            ("Content-Type", "application/json"),
+            ("Content-Length", &length),
+        ])
+        .await;
+    // A signed event, all but its last 100 bytes; the rest never comes.
+    connection.send(&event[..event.len() - 100]).await;
+    let (status, body) = connection
+        .response(Duration::from_secs(10))
+        .await
+        .expect("a 408 once the body timeout has passed");
+    let waited = started.elapsed();
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("did not arrive"), "{body}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "answered after {waited:?}, before the body timeout"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "answered after {waited:?}, well past the body timeout"
+    );
+    assert_eq!(
+        ingest
+            .metric("idv_ingest_requests_total{outcome=\"body_timeout\"}")
+            .await,
+        1.0
+    );
+    // Nothing of the cut-off event was published: the one message is the
+    // event sent whole afterwards.
+    let other = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(other.clone()).await.status(), 200);
+    assert_only_published(&broker, &other).await;
 }

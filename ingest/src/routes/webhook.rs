@@ -1,7 +1,7 @@
 //! `POST /webhook`: verify, check, publish, wait for the broker's confirm,
 //! answer. No processing happens before the answer.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::{CONTENT_LENGTH, ContentType, HeaderMap};
 use actix_web::web::{self, BytesMut};
@@ -17,10 +17,6 @@ use crate::startup::AppState;
 
 /// The answer to an event the broker has confirmed.
 const RECEIVED: &str = r#"{"received":true}"#;
-
-/// How long a client may take to send its body once the head has arrived
-/// (actix bounds only the head); Stripe sends it at once.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest `X-Request-Id` taken from a caller; anything else gets a new one.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -75,10 +71,12 @@ async fn receive(
     let received_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    // actix bounds only the head: the body gets its own deadline.
     let limit = state.settings.max_body_bytes;
-    let body = tokio::time::timeout(BODY_TIMEOUT, read_body(request.headers(), payload, limit))
+    let body_timeout = state.settings.body_timeout;
+    let body = tokio::time::timeout(body_timeout, read_body(request.headers(), payload, limit))
         .await
-        .map_err(|_| WebhookError::BodyTimeout(BODY_TIMEOUT))??;
+        .map_err(|_| WebhookError::BodyTimeout(body_timeout))??;
     let signature = match request.headers().get("Stripe-Signature") {
         None => None,
         Some(value) => Some(
