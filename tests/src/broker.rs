@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use shared::topology::{self, Topology};
@@ -25,7 +28,18 @@ pub struct TestBroker {
     pub topology: Topology,
     /// Kept open: `channel` lives on it.
     _connection: Connection,
+    /// In confirm mode: a test's publish returns once the broker has it.
     channel: Channel,
+}
+
+/// What a passive declare says of a queue, read in one step from the
+/// queue's own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Messages ready for delivery (not counting delivered, unacked ones).
+    pub ready: u32,
+    /// Consumers attached.
+    pub consumers: u32,
 }
 
 impl TestBroker {
@@ -38,6 +52,10 @@ impl TestBroker {
             .await
             .expect("RabbitMQ is reachable at IDV_TEST_AMQP_URL");
         let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions { nowait: false })
+            .await
+            .expect("confirm mode");
         topology::declare(&channel, &topology)
             .await
             .expect("topology declares");
@@ -54,9 +72,10 @@ impl TestBroker {
         &self.channel
     }
 
-    /// Messages ready in `queue` (passive declare).
-    pub async fn message_count(&self, queue: &str) -> u32 {
-        self.channel
+    /// Messages ready in `queue` and its consumers (passive declare).
+    pub async fn queue_state(&self, queue: &str) -> QueueState {
+        let declared = self
+            .channel
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
@@ -66,8 +85,16 @@ impl TestBroker {
                 FieldTable::default(),
             )
             .await
-            .expect("queue exists")
-            .message_count()
+            .expect("queue exists");
+        QueueState {
+            ready: declared.message_count(),
+            consumers: declared.consumer_count(),
+        }
+    }
+
+    /// Messages ready in `queue` (passive declare).
+    pub async fn message_count(&self, queue: &str) -> u32 {
+        self.queue_state(queue).await.ready
     }
 
     /// Waits up to `deadline` until `queue` holds exactly `count` ready messages.
@@ -78,6 +105,53 @@ impl TestBroker {
             || async { self.message_count(queue).await == count },
         )
         .await;
+    }
+
+    /// Proves every delivery from `queue` was acked: call it after the
+    /// consumers have stopped. Once the broker has detached the last
+    /// consumer it has also returned whatever that consumer held unacked
+    /// (one step of the queue's state), so an empty queue then means
+    /// nothing was left unacked. A ready count of 0 while a consumer is
+    /// attached proves only that everything was *delivered*.
+    pub async fn assert_all_acked(&self, queue: &str, deadline: Duration) {
+        let state =
+            crate::wait::eventually_some(deadline, &format!("no consumer on {queue}"), || async {
+                let state = self.queue_state(queue).await;
+                (state.consumers == 0).then_some(state)
+            })
+            .await;
+        assert_eq!(
+            state.ready, 0,
+            "{} deliveries from {queue} came back unacked once its consumers left",
+            state.ready
+        );
+    }
+
+    /// Publishes `body` with `properties` and waits for the broker's ack.
+    pub async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        let confirmation = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirmation");
+        assert!(
+            confirmation.is_ack(),
+            "the broker acked the publish to {exchange:?} / {routing_key:?}: {confirmation:?}"
+        );
     }
 
     /// Takes one message from `queue` if there is one, and acks it.
@@ -102,17 +176,10 @@ impl TestBroker {
 
     /// Waits up to `deadline` for a message in `queue`.
     pub async fn get(&self, queue: &str, deadline: Duration) -> Received {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(message) = self.try_get(queue).await {
-                return message;
-            }
-            assert!(
-                start.elapsed() < deadline,
-                "timed out after {deadline:?} waiting for a message in {queue}"
-            );
-            tokio::time::sleep(crate::wait::POLL_EVERY).await;
-        }
+        crate::wait::eventually_some(deadline, &format!("a message in {queue}"), || {
+            self.try_get(queue)
+        })
+        .await
     }
 }
 

@@ -31,6 +31,16 @@ impl TestDatabase {
         Self { name, url }
     }
 
+    /// The PostgreSQL server's address, for a proxy in front of it.
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        crate::server_addr(&self.url, 5432, "IDV_TEST_POSTGRES_URL")
+    }
+
+    /// `DATABASE_URL` for this database through `proxy` instead of directly.
+    pub fn url_via(&self, proxy: std::net::SocketAddr) -> String {
+        crate::url_via(&self.url, proxy)
+    }
+
     /// A plain connection to this database, for assertions.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls)

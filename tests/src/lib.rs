@@ -19,23 +19,36 @@ pub fn amqp_url() -> String {
 
 /// RabbitMQ's host and port from [`amqp_url`], for proxies in front of it.
 pub fn amqp_addr() -> std::net::SocketAddr {
-    let url = amqp_url();
-    let authority = url
-        .split_once("://")
-        .map_or(url.as_str(), |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    server_addr(&amqp_url(), 5672, "IDV_TEST_AMQP_URL")
+}
+
+/// The `host:port` part of a URL's authority, as written (after any
+/// `user:password@`), with the byte range it occupies in `url`.
+fn host_port(url: &str) -> (std::ops::Range<usize>, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let start = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    (start..end, &url[start..end])
+}
+
+/// The socket address a URL names (`default_port` when it names none).
+pub fn server_addr(url: &str, default_port: u16, variable: &str) -> std::net::SocketAddr {
+    let (_, host_port) = host_port(url);
     let host_port = if host_port.contains(':') {
         host_port.to_owned()
     } else {
-        format!("{host_port}:5672")
+        format!("{host_port}:{default_port}")
     };
     std::net::ToSocketAddrs::to_socket_addrs(&host_port)
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .expect("IDV_TEST_AMQP_URL names a reachable host:port")
+        .unwrap_or_else(|| panic!("{variable} names a reachable host:port"))
+}
+
+/// `url` with its `host:port` replaced by `addr` (to go through a proxy).
+pub fn url_via(url: &str, addr: std::net::SocketAddr) -> String {
+    let (range, _) = host_port(url);
+    format!("{}{addr}{}", &url[..range.start], &url[range.end..])
 }
 
 /// Where the tests find PostgreSQL, without a database (`IDV_TEST_POSTGRES_URL`).
@@ -51,15 +64,18 @@ pub fn unique_suffix() -> String {
 
 /// This test run's tag (`IDV_TEST_RUN`, set by `deploy/test.sh`), part of
 /// every name a test creates, so that `deploy/clean-test-debris.sh TAG`
-/// removes what a killed run left and nothing of another run's.
+/// removes what a killed run left and nothing of another run's. One rule
+/// for all three, `normalise_run_tag` in `deploy/services.sh`: lowercased,
+/// only ASCII letters and digits kept, then the first 16 of them. `local`
+/// when nothing is left.
 pub fn run_tag() -> String {
     let tag: String = std::env::var("IDV_TEST_RUN")
         .unwrap_or_default()
+        .to_ascii_lowercase()
         .chars()
-        .filter(char::is_ascii_alphanumeric)
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         .take(16)
-        .collect::<String>()
-        .to_ascii_lowercase();
+        .collect();
     if tag.is_empty() {
         "local".to_owned()
     } else {
@@ -83,4 +99,26 @@ where
         }
     });
     let _ = handle.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_pointed_at_a_proxy_keeping_credentials_and_path() {
+        let proxy: std::net::SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        assert_eq!(
+            url_via("postgres://u:p@db.local:5433/idv_x?sslmode=disable", proxy),
+            "postgres://u:p@127.0.0.1:40001/idv_x?sslmode=disable"
+        );
+        assert_eq!(
+            url_via("postgres://postgres@127.0.0.1/idv", proxy),
+            "postgres://postgres@127.0.0.1:40001/idv"
+        );
+        assert_eq!(
+            server_addr("amqp://guest:guest@127.0.0.1/%2f", 5672, "X").port(),
+            5672
+        );
+    }
 }

@@ -7,19 +7,38 @@ use std::time::{Duration, Instant};
 pub const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// Checks `condition` until it holds; panics naming `what` after `deadline`.
+/// Each check is bounded by what is left of the deadline, so a check that
+/// hangs (a frozen peer) fails the wait instead of hanging the test.
 pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    eventually_some(deadline, what, || {
+        let check = condition();
+        async move { check.await.then_some(()) }
+    })
+    .await;
+}
+
+/// Like [`eventually`], for a check that yields a value once it holds.
+pub async fn eventually_some<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let start = Instant::now();
     loop {
-        if condition().await {
-            return;
+        let left = deadline.saturating_sub(start.elapsed());
+        let result = tokio::time::timeout(left, check()).await;
+        let hung = result.is_err();
+        if let Ok(Some(value)) = result {
+            return value;
         }
         assert!(
             start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
+            "timed out after {deadline:?} waiting for {what}{}",
+            if hung { " (the last check hung)" } else { "" }
         );
         tokio::time::sleep(POLL_EVERY).await;
     }

@@ -1,5 +1,8 @@
-//! Order does not matter: any permutation of a session's events, with
-//! duplicates, applied one by one or in batches, gives the same record.
+//! Order does not matter: any set of events for several people, each with
+//! several sessions, delivered in any order, with any of them duplicated
+//! (also within one batch), applied in batches of any size, gives the
+//! record that applying each event once, in the order it was generated,
+//! gives. Proptest drives the permutation, so a failing order shrinks.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 #[path = "worker_support/mod.rs"]
@@ -12,42 +15,148 @@ use proptest::prelude::*;
 use support::*;
 use worker::store::Store;
 
-/// One generated event: (kind, created offset, failure code index).
-type Step = (u8, i64, usize);
+/// What a generated event does.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Created,
+    Processing,
+    Failed(usize),
+    Verified,
+    Canceled,
+    Redacted,
+}
 
-const CODES: [&str; 5] = [
+/// How one VerificationSession ended, if it did.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Open,
+    Verified,
+    Canceled,
+}
+
+/// One session's story as Stripe would tell it: optionally `created`,
+/// then a submission (`processing`) and its failure for each code, then
+/// maybe a final submission that verifies, or a cancel; maybe redacted
+/// afterwards. `ticks` says which events come a second after the one
+/// before (else in the same second: ties are common and ranked).
+#[derive(Debug, Clone)]
+struct Story {
+    subject: usize,
+    start: i64,
+    created: bool,
+    failures: Vec<usize>,
+    end: End,
+    redacted: bool,
+    ticks: Vec<bool>,
+}
+
+/// Failure codes, weighted towards the retryable ones so the attempt
+/// limit is reached often, with every class represented.
+const CODES: [&str; 7] = [
     "document_expired",
     "selfie_face_mismatch",
+    "id_number_mismatch",
     "abandoned",
     "under_supported_age",
     "consent_declined",
+    "a_code_stripe_may_add_later",
 ];
 
-/// The bodies of `steps` for one subject with two sessions (`prefix` unique per case).
-fn bodies(prefix: &str, steps: &[Step]) -> Vec<Vec<u8>> {
-    let user = format!("user_{prefix}");
-    steps
-        .iter()
+fn code() -> impl Strategy<Value = usize> {
+    prop_oneof![6 => 0usize..3, 1 => 3usize..CODES.len()]
+}
+
+fn story() -> impl Strategy<Value = Story> {
+    (
+        0usize..3,
+        0i64..6,
+        any::<bool>(),
+        prop::collection::vec(code(), 0..5),
+        prop_oneof![Just(End::Open), Just(End::Verified), Just(End::Canceled)],
+        prop::bool::weighted(0.2),
+        prop::collection::vec(any::<bool>(), 16),
+    )
+        .prop_map(
+            |(subject, start, created, failures, end, redacted, ticks)| Story {
+                subject,
+                start,
+                created,
+                failures,
+                end,
+                redacted,
+                ticks,
+            },
+        )
+}
+
+/// The stories' events in the order they happened, one story after
+/// another: (subject, session number, kind, created).
+fn timeline(stories: &[Story]) -> Vec<(usize, usize, Kind, i64)> {
+    let mut events = Vec::new();
+    for (session, story) in stories.iter().enumerate() {
+        let mut kinds = Vec::new();
+        if story.created {
+            kinds.push(Kind::Created);
+        }
+        for &code in &story.failures {
+            kinds.extend([Kind::Processing, Kind::Failed(code)]);
+        }
+        match story.end {
+            End::Open => {}
+            End::Verified => kinds.extend([Kind::Processing, Kind::Verified]),
+            End::Canceled => kinds.push(Kind::Canceled),
+        }
+        if story.redacted {
+            kinds.push(Kind::Redacted);
+        }
+        let mut created = 1_700_000_000 + story.start;
+        for (i, kind) in kinds.into_iter().enumerate() {
+            if story.ticks.get(i).copied().unwrap_or(true) {
+                created += 1;
+            }
+            events.push((story.subject, session, kind, created));
+        }
+    }
+    events
+}
+
+/// The stories' events, then the deliveries (indexes into the events:
+/// every event at least once, some again) in a proptest-driven order, and
+/// a batch size.
+fn case() -> impl Strategy<Value = (Vec<Story>, Vec<usize>, usize)> {
+    prop::collection::vec(story(), 1..5)
+        .prop_flat_map(|stories| {
+            let n = timeline(&stories).len().max(1);
+            (Just(stories), prop::collection::vec(0..n, 0..=n), 1usize..7)
+        })
+        .prop_flat_map(|(stories, again, batch)| {
+            let n = timeline(&stories).len();
+            let deliveries: Vec<usize> =
+                (0..n).chain(again.into_iter().filter(|&i| i < n)).collect();
+            (Just(stories), Just(deliveries).prop_shuffle(), Just(batch))
+        })
+}
+
+/// The body of each event of the stories (`prefix` unique per case).
+fn bodies(prefix: &str, stories: &[Story]) -> Vec<Vec<u8>> {
+    timeline(stories)
+        .into_iter()
         .enumerate()
-        .map(|(i, (kind, offset, code))| {
-            let vs = format!("vs_{prefix}{}", i % 2);
+        .map(|(i, (subject, session_number, kind, created))| {
+            let user = format!("user_{prefix}_{subject}");
+            let vs = format!("vs_{prefix}_{session_number}");
             let id = format!("evt_{prefix}_{i}");
-            let created = 1_700_000_000 + offset;
             let plain = |status: &str| session(&vs, status, Some(&user), None);
             match kind {
-                0 => event(
-                    &id,
-                    "created",
-                    created,
-                    session(&vs, "requires_input", Some(&user), None),
-                ),
-                1 => event(&id, "processing", created, plain("processing")),
-                2 => failed(&id, &vs, &user, created, CODES[*code]),
-                3 => event(&id, "verified", created, plain("verified")),
-                4 => event(&id, "canceled", created, plain("canceled")),
-                _ => event(&id, "redacted", created, {
+                Kind::Created => event(&id, "created", created, plain("requires_input")),
+                Kind::Processing => event(&id, "processing", created, plain("processing")),
+                Kind::Failed(code) => failed(&id, &vs, &user, created, CODES[code]),
+                Kind::Verified => event(&id, "verified", created, plain("verified")),
+                Kind::Canceled => event(&id, "canceled", created, plain("canceled")),
+                Kind::Redacted => event(&id, "redacted", created, {
                     let mut s = session(&vs, "verified", Some("[redacted]"), None);
                     s["metadata"] = serde_json::json!({});
+                    s["redaction"] = serde_json::json!({"status": "redacted"});
                     s
                 }),
             }
@@ -60,8 +169,8 @@ struct World {
     // Dropped (and the databases with them) at the end of the test.
     _databases: (TestDatabase, TestDatabase),
     settings: worker::settings::Settings,
-    first: Store,
-    second: Store,
+    sequential: Store,
+    shuffled: Store,
     clients: (tokio_postgres::Client, tokio_postgres::Client),
 }
 
@@ -74,7 +183,7 @@ fn world() -> World {
     let (a, b) = runtime.block_on(async { (TestDatabase::new().await, TestDatabase::new().await) });
     let settings = settings(None, &a, &[]);
     let settings_b = support::settings(None, &b, &[]);
-    let (first, second, clients) = runtime.block_on(async {
+    let (sequential, shuffled, clients) = runtime.block_on(async {
         (
             store(&settings).await,
             store(&settings_b).await,
@@ -85,47 +194,86 @@ fn world() -> World {
         runtime,
         _databases: (a, b),
         settings,
-        first,
-        second,
+        sequential,
+        shuffled,
         clients,
     }
 }
 
 static CASE: AtomicUsize = AtomicUsize::new(0);
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+/// Which part of the record a property compares.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// Subjects, sessions and the inbox.
+    Snapshot,
+    Outbox,
+}
 
-    #[test]
-    fn any_order_with_duplicates_gives_the_same_record(
-        steps in prop::collection::vec((0u8..6, 0i64..4, 0usize..CODES.len()), 1..9),
-        seed in any::<u64>(),
-        batch in 1usize..5,
-    ) {
-        thread_local!(static WORLD: World = world());
-        let prefix = format!("p{}x", CASE.fetch_add(1, Ordering::SeqCst));
-        let ordered = bodies(&prefix, &steps);
-        // A permutation with every event duplicated, from the seed.
-        let mut shuffled: Vec<Vec<u8>> = ordered.iter().chain(ordered.iter()).cloned().collect();
-        let mut state = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let j = usize::try_from(state % (i as u64 + 1)).unwrap();
-            shuffled.swap(i, j);
+impl Part {
+    async fn read(self, client: &tokio_postgres::Client, like: &str) -> serde_json::Value {
+        match self {
+            Self::Snapshot => snapshot(client, like).await,
+            Self::Outbox => outbox(client, like).await,
         }
-        WORLD.with(|w| {
-            let like = format!("%{prefix}%");
-            let (one, two) = w.runtime.block_on(async {
-                apply_each(&w.first, &w.settings, &ordered).await;
-                for chunk in shuffled.chunks(batch) {
-                    apply_batch(&w.second, &w.settings, chunk).await;
-                }
-                (snapshot(&w.clients.0, &like).await, snapshot(&w.clients.1, &like).await)
-            });
-            prop_assert_eq!(one, two);
-            Ok(())
-        })?;
+    }
+}
+
+/// Applies the case's events once each in generated order to one database
+/// and its deliveries in batches to the other; returns `part` of each.
+fn both_ways(
+    stories: &[Story],
+    deliveries: &[usize],
+    batch: usize,
+    part: Part,
+) -> (serde_json::Value, serde_json::Value) {
+    thread_local!(static WORLD: World = world());
+    let prefix = format!("p{}x", CASE.fetch_add(1, Ordering::SeqCst));
+    let events = bodies(&prefix, stories);
+    let shuffled: Vec<Vec<u8>> = deliveries.iter().map(|&i| events[i].clone()).collect();
+    let like = format!("%{prefix}%");
+    WORLD.with(|w| {
+        w.runtime.block_on(async {
+            apply_each(&w.sequential, &w.settings, &events).await;
+            for chunk in shuffled.chunks(batch) {
+                apply_batch(&w.shuffled, &w.settings, chunk).await;
+            }
+            (
+                part.read(&w.clients.0, &like).await,
+                part.read(&w.clients.1, &like).await,
+            )
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Every case writes to a real database: keep shrinking bounded.
+        max_shrink_iters: 2048,
+        .. ProptestConfig::default()
+    })]
+
+    /// Subjects, sessions and the inbox.
+    #[test]
+    fn any_order_with_duplicates_and_any_batching_gives_the_same_record(
+        (stories, deliveries, batch) in case(),
+    ) {
+        let (sequential, shuffled) = both_ways(&stories, &deliveries, batch, Part::Snapshot);
+        prop_assert_eq!(sequential, shuffled);
+    }
+
+    /// The outbox rows (kind, idempotency key, payload). Fails today: a
+    /// `consent_declined` then `verified` writes the manual-review rows
+    /// only when the failure arrives first, and a retry notice is lost when
+    /// an older failure arrives after a newer one. Which rows exist is to
+    /// become a function of the event set (issue 8).
+    #[test]
+    #[ignore = "outbox rows still depend on arrival order (issue 8)"]
+    fn any_order_with_duplicates_and_any_batching_gives_the_same_outbox(
+        (stories, deliveries, batch) in case(),
+    ) {
+        let (sequential, shuffled) = both_ways(&stories, &deliveries, batch, Part::Outbox);
+        prop_assert_eq!(sequential, shuffled);
     }
 }

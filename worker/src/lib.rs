@@ -6,7 +6,8 @@
 //! - [`transition`] is the pure state machine, [`policy`] the code table,
 //! - [`store`] applies batches of events in transactions,
 //! - [`consume`] is the consume loop, retries and dead-lettering,
-//! - [`app`] wires it together with the admin endpoint ([`admin`], [`metrics`]).
+//! - [`app`] wires it together with the admin endpoint ([`admin`], [`metrics`]);
+//!   [`entry`] is `idv-worker`'s `main`.
 
 pub mod incoming;
 pub mod migrate;
@@ -20,5 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod consume;
 pub mod ctl;
+pub mod entry;
+pub mod fail_point;
 pub mod health;
 pub mod metrics;

@@ -179,9 +179,9 @@ impl RunningWorker {
 }
 
 /// Publishes `body` to the events exchange as ingest does (routing key =
-/// event type, persistent, with ingest's receive-time header).
+/// event type, persistent, with ingest's receive-time header), and waits
+/// for the broker's confirm.
 pub async fn publish(broker: &TestBroker, event_type: &str, body: &[u8]) {
-    use lapin::options::BasicPublishOptions;
     use lapin::types::{AMQPValue, FieldTable};
     let mut headers = FieldTable::default();
     headers.insert(
@@ -194,18 +194,13 @@ pub async fn publish(broker: &TestBroker, event_type: &str, body: &[u8]) {
         .with_type(event_type.into())
         .with_headers(headers);
     broker
-        .channel()
-        .basic_publish(
-            broker.topology.events_exchange().as_str().into(),
-            event_type.into(),
-            BasicPublishOptions::default(),
+        .publish_confirmed(
+            &broker.topology.events_exchange(),
+            event_type,
             body,
             properties,
         )
-        .await
-        .expect("publish")
-        .await
-        .expect("published");
+        .await;
 }
 
 /// The `type` of an event body.
@@ -227,16 +222,37 @@ pub async fn event_count(client: &tokio_postgres::Client) -> i64 {
 pub async fn snapshot(client: &tokio_postgres::Client, like: &str) -> Value {
     json!({
         "subjects": query_json(client,
-            "SELECT key, status, failed_attempts, blocked, last_error_code, decided_by_session \
+            "SELECT key, status, failed_attempts, blocked, last_error_code, last_error_created, \
+             last_error_event_id, decided_by_session \
              FROM subjects WHERE key LIKE $1 ORDER BY key", like).await,
         "sessions": query_json(client,
             "SELECT id, subject_key, status, last_error_code, last_error_reason, last_event_id, \
-             last_event_created, last_event_rank, redacted_at IS NOT NULL AS redacted \
+             last_event_created, last_event_rank, verified_at IS NOT NULL AS verified, \
+             canceled_at IS NOT NULL AS canceled, redacted_at IS NOT NULL AS redacted \
              FROM sessions WHERE id LIKE $1 ORDER BY id", like).await,
         "events": query_json(client,
-            "SELECT id, type, session_id, counted_attempt, error_code, payload IS NULL AS erased \
-             FROM events WHERE session_id LIKE $1 ORDER BY id", like).await,
+            "SELECT id, type, session_id, created, livemode, counted_attempt, error_code, \
+             payload IS NULL AS erased FROM events WHERE session_id LIKE $1 ORDER BY id", like).await,
     })
+}
+
+/// The outbox rows of sessions matching `like`: every column but the
+/// row id and the timestamps.
+pub async fn outbox(client: &tokio_postgres::Client, like: &str) -> Value {
+    query_json(
+        client,
+        "SELECT kind, idempotency_key, subject_key, session_id, payload \
+         FROM outbox WHERE session_id LIKE $1 ORDER BY idempotency_key",
+        like,
+    )
+    .await
+}
+
+/// Every table the platform reads: [`snapshot`] and the [`outbox`].
+pub async fn record(client: &tokio_postgres::Client, like: &str) -> Value {
+    let mut record = snapshot(client, like).await;
+    record["outbox"] = outbox(client, like).await;
+    record
 }
 
 /// A realistic stream for `subjects` people (ids carry `prefix`): failures

@@ -100,6 +100,9 @@ pub async fn process(
     } else {
         apply_until_available(ctx, &events).await?
     };
+    if !outcomes.is_empty() {
+        crate::fail_point::after_commit();
+    }
     let newest = parsed.iter().map(|(_, _, e)| e.created).max();
 
     let mut acks: Vec<(Delivery, Instant)> = Vec::with_capacity(parsed.len());

@@ -1,0 +1,38 @@
+//! Fail points, for the tests that must land a crash exactly between two
+//! steps (a batch committed, its deliveries not yet acked). Compiled in only
+//! with the `fail-points` feature, which the test crate turns on; without it
+//! every fail point is an empty function. Even when compiled in, nothing
+//! happens unless the process environment asks for it.
+
+/// `IDV_FAIL_ABORT_AFTER_COMMIT=N`: abort the process right after the N-th
+/// committed batch, before any of its deliveries is acked.
+pub const ABORT_AFTER_COMMIT: &str = "IDV_FAIL_ABORT_AFTER_COMMIT";
+
+/// Called after a batch's transaction committed and before its acks.
+#[inline]
+pub fn after_commit() {
+    #[cfg(feature = "fail-points")]
+    enabled::after_commit();
+}
+
+#[cfg(feature = "fail-points")]
+mod enabled {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+    static ABORT_AT: OnceLock<Option<u64>> = OnceLock::new();
+
+    pub fn after_commit() {
+        let abort_at = ABORT_AT.get_or_init(|| {
+            std::env::var(super::ABORT_AFTER_COMMIT)
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+        });
+        let Some(abort_at) = *abort_at else { return };
+        if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == abort_at {
+            eprintln!("fail point: aborting after commit {abort_at}, before its acks");
+            std::process::abort();
+        }
+    }
+}
