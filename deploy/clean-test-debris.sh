@@ -7,28 +7,45 @@
 #
 #   deploy/clean-test-debris.sh TAG   # one test run's (deploy/test.sh passes its tag)
 #   deploy/clean-test-debris.sh       # every test and bench run's
+#
+# TAG is normalised by the rule the tests and deploy/test.sh use
+# (normalise_run_tag in deploy/services.sh: lowercase letters and digits, at
+# most 16), so a raw IDV_TEST_RUN finds what the tests named with it.
+# Names found are passed as data: only names of letters, digits, `.`, `_`
+# and `-` are touched, and SQL identifiers are quoted.
 set -uo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=deploy/services.sh
+source deploy/services.sh
+set +e # best effort: one failure does not stop the rest
 
-tag=$(printf '%s' "${1:-}" | tr -cd 'a-zA-Z0-9' | tr 'A-Z' 'a-z')
-if [ -n "$tag" ]; then
-  amqp_pattern="^test-$tag-"
+if [ -n "${1:-}" ]; then
+  tag=$(normalise_run_tag "$1")
+  if [ -z "$tag" ]; then
+    echo "clean-test-debris: tag $1 has no letters or digits" >&2
+    exit 2
+  fi
+  amqp_pattern="^test-$tag-[A-Za-z0-9._-]*\$"
   db_pattern="idv\\_test\\_${tag}\\_%"
 else
-  amqp_pattern='^(test|bench)-'
+  amqp_pattern='^(test|bench)-[A-Za-z0-9._-]*$'
   db_pattern='idv\_test\_%'
 fi
 
+# Never prompts for a password (this runs on the way out of CI).
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
 }
 
 if command -v rabbitmqctl >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmqctl ]; then
   ctl() { as_root env PATH="$PATH:/usr/sbin" rabbitmqctl "$@"; }
-  for queue in $(ctl list_queues -q name 2>/dev/null | grep -E "$amqp_pattern"); do
-    ctl delete_queue "$queue" >/dev/null 2>&1 && echo "deleted queue $queue"
+  ctl list_queues -q name 2>/dev/null | grep -E "$amqp_pattern" | while IFS= read -r queue; do
+    ctl delete_queue "$queue" </dev/null >/dev/null 2>&1 && echo "deleted queue $queue"
   done
-  for exchange in $(ctl list_exchanges -q name 2>/dev/null | grep -E "$amqp_pattern"); do
-    ctl eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"cleanup\">>)." >/dev/null 2>&1 \
+  # rabbitmqctl cannot delete an exchange; the name goes into Erlang code,
+  # which the pattern above keeps to characters that cannot end the binary.
+  ctl list_exchanges -q name 2>/dev/null | grep -E "$amqp_pattern" | while IFS= read -r exchange; do
+    ctl eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"cleanup\">>)." </dev/null >/dev/null 2>&1 \
       && echo "deleted exchange $exchange"
   done
 fi
@@ -37,10 +54,15 @@ if [ -z "${IDV_TEST_POSTGRES_URL:-}" ] && [ -f target/run/env ]; then
   # shellcheck source=/dev/null
   . target/run/env
 fi
-pg_url=${IDV_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
+pg_url=${IDV_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:$(pg_port)}
 if command -v psql >/dev/null 2>&1; then
-  for db in $(psql -w "$pg_url/postgres" -qAtc "select datname from pg_database where datname like '$db_pattern'" 2>/dev/null); do
-    psql -w "$pg_url/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 && echo "dropped database $db"
-  done
+  psql -w "$pg_url/postgres" -qAt -v pattern="$db_pattern" 2>/dev/null <<'SQL' |
+select datname from pg_database where datname like :'pattern'
+SQL
+    while IFS= read -r db; do
+      psql -w "$pg_url/postgres" -q -v db="$db" >/dev/null 2>&1 <<'SQL' && echo "dropped database $db"
+DROP DATABASE IF EXISTS :"db" WITH (FORCE)
+SQL
+    done
 fi
 exit 0

@@ -14,8 +14,17 @@ ensure_services
 ensure_rust
 
 # Every queue and database this run creates carries its tag; whatever a
-# killed test leaves behind is removed on the way out, and only that.
-export IDV_TEST_RUN=${IDV_TEST_RUN:-r$(date +%s)$$}
+# killed test leaves behind is removed on the way out, and only that. The
+# tag is already in its final form (normalise_run_tag), so the tests, the
+# clean-up and this script name the same things: by default `r`, the last
+# six digits of the time and the pid (at most 14 characters).
+IDV_TEST_RUN=$(normalise_run_tag "${IDV_TEST_RUN:-$(printf 'r%06d%d' $(($(date +%s) % 1000000)) $$)}")
+if [ -z "$IDV_TEST_RUN" ]; then
+  echo "error: IDV_TEST_RUN has no letters or digits" >&2
+  exit 2
+fi
+export IDV_TEST_RUN
+say "test run $IDV_TEST_RUN (its debris: deploy/clean-test-debris.sh $IDV_TEST_RUN)"
 trap 'bash deploy/clean-test-debris.sh "$IDV_TEST_RUN"' EXIT
 
 if [ "$#" -eq 0 ]; then
