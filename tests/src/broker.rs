@@ -107,23 +107,26 @@ impl TestBroker {
         .await;
     }
 
+    /// Messages ready in `queue` once no consumer is attached: everything
+    /// the consumers held unacked has then been returned (the broker
+    /// detaches a consumer and returns what it held in one step of the
+    /// queue's state, and a passive declare reads both from one state).
+    pub async fn settled_count(&self, queue: &str, deadline: Duration) -> u32 {
+        crate::wait::eventually_some(deadline, &format!("no consumer on {queue}"), || async {
+            let state = self.queue_state(queue).await;
+            (state.consumers == 0).then_some(state.ready)
+        })
+        .await
+    }
+
     /// Proves every delivery from `queue` was acked: call it after the
-    /// consumers have stopped. Once the broker has detached the last
-    /// consumer it has also returned whatever that consumer held unacked
-    /// (one step of the queue's state), so an empty queue then means
-    /// nothing was left unacked. A ready count of 0 while a consumer is
+    /// consumers have stopped. A ready count of 0 while a consumer is
     /// attached proves only that everything was *delivered*.
     pub async fn assert_all_acked(&self, queue: &str, deadline: Duration) {
-        let state =
-            crate::wait::eventually_some(deadline, &format!("no consumer on {queue}"), || async {
-                let state = self.queue_state(queue).await;
-                (state.consumers == 0).then_some(state)
-            })
-            .await;
+        let ready = self.settled_count(queue, deadline).await;
         assert_eq!(
-            state.ready, 0,
-            "{} deliveries from {queue} came back unacked once its consumers left",
-            state.ready
+            ready, 0,
+            "{ready} deliveries from {queue} came back unacked once its consumers left"
         );
     }
 

@@ -14,7 +14,9 @@ use idv_tests::fixtures::{EVENT_FIXTURES, fixture};
 use idv_tests::ingest_app::TestIngest;
 use idv_tests::wait::eventually;
 use rand::seq::SliceRandom;
-use support::{RunningWorker, event_count, migrate, settings};
+use support::{
+    FAST_RETRIES, RunningWorker, assert_no_message_failed, event_count, migrate, settings,
+};
 use worker::store::read;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -22,7 +24,11 @@ const DEADLINE: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn signed_fixtures_posted_to_ingest_end_in_the_workers_record() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
-    let worker_settings = settings(Some(&broker), &db, &[("WORKER_CONSUMERS", "2")]);
+    let worker_settings = settings(
+        Some(&broker),
+        &db,
+        &[("WORKER_CONSUMERS", "2"), FAST_RETRIES],
+    );
     migrate(&worker_settings).await;
     let worker = RunningWorker::start(worker_settings).await;
     let ingest = TestIngest::spawn(&broker, &[]).await;
@@ -42,13 +48,10 @@ async fn signed_fixtures_posted_to_ingest_end_in_the_workers_record() {
     let client = db.client().await;
     eventually(
         DEADLINE,
-        "the worker to apply all twelve deliveries",
+        "the worker to take all twelve deliveries",
         || async {
-            broker.message_count(&broker.topology.events_queue()).await == 0
-                && worker
-                    .metrics
-                    .encode()
-                    .contains("idv_worker_duplicates_total 6")
+            worker.metric_sum("idv_worker_events_total") == 12.0
+                && worker.metric_sum("idv_worker_duplicates_total") == 6.0
         },
     )
     .await;
@@ -74,13 +77,12 @@ async fn signed_fixtures_posted_to_ingest_end_in_the_workers_record() {
         .unwrap()
         .expect("the person whose session was canceled");
     assert_eq!(canceled.status, "canceled");
-    assert_eq!(
-        broker
-            .message_count(&broker.topology.dead_letter_queue())
-            .await,
-        0
-    );
 
     ingest.stop().await.expect("ingest stops cleanly");
+    let metrics = worker.metrics.clone();
     worker.stop().await;
+    broker
+        .assert_all_acked(&broker.topology.events_queue(), DEADLINE)
+        .await;
+    assert_no_message_failed(&broker, &[metrics.encode()]).await;
 }

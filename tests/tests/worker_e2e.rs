@@ -22,7 +22,11 @@ const DEADLINE: Duration = Duration::from_secs(20);
 #[tokio::test]
 async fn the_fixtures_flow_to_committed_state() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
-    let settings = settings(Some(&broker), &db, &[("WORKER_CONSUMERS", "2")]);
+    let settings = settings(
+        Some(&broker),
+        &db,
+        &[("WORKER_CONSUMERS", "2"), FAST_RETRIES],
+    );
     migrate(&settings).await;
     let worker = RunningWorker::start(settings).await;
     let client = db.client().await;
@@ -65,31 +69,60 @@ async fn the_fixtures_flow_to_committed_state() {
         .unwrap();
     assert_eq!(canceled.status, "canceled");
 
-    let t = &broker.topology;
-    broker.wait_for_count(&t.events_queue(), 0, DEADLINE).await;
-    assert_eq!(broker.message_count(&t.dead_letter_queue()).await, 0);
     let (status, metrics) = worker.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("idv_worker_events_total{event_type=\"identity.verification_session.verified\",outcome=\"applied\"} 1"), "{metrics}");
     assert!(metrics.contains("idv_worker_failed_attempts_total{code=\"document_expired\"} 1"));
     assert_eq!(worker.get("/healthz").await.0, 200);
+    let metrics = worker.metrics.clone();
     worker.stop().await;
+    // Stopped: whatever it had not acked is back in the queue by now.
+    broker
+        .assert_all_acked(&broker.topology.events_queue(), DEADLINE)
+        .await;
+    assert_no_message_failed(&broker, &[metrics.encode()]).await;
+}
+
+/// The queues a message went through by dead-lettering, from its `x-death`
+/// header (the broker's own record), with the reason of each.
+fn deaths(headers: &lapin::types::FieldTable) -> Vec<(String, String)> {
+    let Some(AMQPValue::FieldArray(entries)) = headers.inner().get("x-death") else {
+        return Vec::new();
+    };
+    let text = |table: &lapin::types::FieldTable, name: &str| match table.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        Some(AMQPValue::ShortString(s)) => s.to_string(),
+        _ => String::new(),
+    };
+    let mut deaths: Vec<(String, String)> = entries
+        .as_slice()
+        .iter()
+        .filter_map(|entry| match entry {
+            AMQPValue::FieldTable(table) => Some((text(table, "queue"), text(table, "reason"))),
+            _ => None,
+        })
+        .collect();
+    deaths.sort();
+    deaths
 }
 
 #[tokio::test]
 async fn a_poison_message_is_retried_then_dead_lettered_with_its_reason() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
+    // Long enough that three waits are measurable, short enough for a test.
+    let delay = Duration::from_millis(400);
     let settings = settings(
         Some(&broker),
         &db,
         &[
             ("WORKER_CONSUMERS", "1"),
-            ("WORKER_RETRY_DELAYS", "100ms,200ms,300ms"),
+            ("WORKER_RETRY_DELAYS", "400ms,400ms,400ms"),
         ],
     );
     migrate(&settings).await;
     let worker = RunningWorker::start(settings).await;
     let t = &broker.topology;
+    let published = std::time::Instant::now();
     publish(
         &broker,
         "identity.verification_session.verified",
@@ -108,10 +141,26 @@ async fn a_poison_message_is_retried_then_dead_lettered_with_its_reason() {
     )
     .await;
 
+    // Each went through the three retry queues, in turn, and waited there.
+    let mut expected_deaths: Vec<(String, String)> = shared::topology::RETRY_DELAYS
+        .iter()
+        .map(|d| (t.retry_queue(*d), "expired".to_owned()))
+        .collect();
+    expected_deaths.sort();
     let mut kinds = Vec::new();
     for _ in 0..2 {
         let dead = broker.get(&t.dead_letter_queue(), DEADLINE).await;
+        let waited = published.elapsed();
+        assert!(
+            waited >= delay * 3,
+            "dead-lettered after {waited:?}: the three retries did not wait"
+        );
         let headers = dead.properties.headers().clone().unwrap();
+        assert_eq!(
+            deaths(&headers),
+            expected_deaths,
+            "the broker's x-death record"
+        );
         let header = |name: &str| headers.inner().get(name).cloned();
         assert_eq!(header("x-idv-attempts"), Some(AMQPValue::LongLongInt(4)));
         assert!(
@@ -133,55 +182,123 @@ async fn a_poison_message_is_retried_then_dead_lettered_with_its_reason() {
     kinds.sort();
     assert_eq!(kinds, ["unknown_type", "unparseable"]);
     assert_eq!(event_count(&db.client().await).await, 0);
-    assert!(
-        worker
-            .metrics
-            .encode()
-            .contains("idv_worker_message_retries_total{kind=\"unparseable\"} 3")
-    );
+    let metrics = worker.metrics.encode();
+    for kind in ["unparseable", "unknown_type"] {
+        assert!(
+            metrics.contains(&format!(
+                "idv_worker_message_retries_total{{kind=\"{kind}\"}} 3"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "idv_worker_dead_letters_total{{kind=\"{kind}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
     worker.stop().await;
 }
 
+/// The database session of the test that holds a subject's row lock.
+async fn hold_subject_lock(db: &TestDatabase, key: &str) -> tokio_postgres::Client {
+    let holder = db.client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let locked = holder
+        .query(
+            "SELECT key FROM subjects WHERE key = $1 FOR UPDATE",
+            &[&key],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1, "the subject exists and is locked");
+    holder
+}
+
+/// Backends of `db` waiting for a lock.
+async fn waiting_on_a_lock(client: &tokio_postgres::Client, db: &TestDatabase) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
-async fn shutdown_finishes_and_acks_the_work_in_hand() {
+async fn shutdown_commits_and_acks_the_batch_in_hand() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
     let settings = settings(
         Some(&broker),
         &db,
-        &[("WORKER_CONSUMERS", "2"), ("WORKER_BATCH_SIZE", "20")],
+        &[
+            ("WORKER_CONSUMERS", "1"),
+            ("WORKER_BATCH_SIZE", "20"),
+            FAST_RETRIES,
+        ],
     );
     migrate(&settings).await;
-    let total = 3000; // enough that the stop lands mid-stream, even on a fast machine
-    for i in 0..total {
-        let body = failed(
+    let client = db.client().await;
+    let event = |i: usize, user: &str| {
+        failed(
             &format!("evt_sd{i}"),
             &format!("vs_sd{i}"),
-            &format!("user_sd{i}"),
+            user,
             1_700_000_000,
             "document_expired",
-        );
-        publish(
-            &broker,
-            "identity.verification_session.requires_input",
-            &body,
         )
-        .await;
-    }
+    };
     let worker = RunningWorker::start(settings).await;
-    let client = db.client().await;
-    eventually(DEADLINE, "some events committed", || async {
-        event_count(&client).await > 50
+    let requires_input = "identity.verification_session.requires_input";
+    publish(&broker, requires_input, &event(0, "user_held")).await;
+    eventually(DEADLINE, "the first event committed", || async {
+        event_count(&client).await == 1
     })
     .await;
-    worker.stop().await;
-    let committed = event_count(&client).await;
-    let t = &broker.topology;
-    let left = i64::from(broker.message_count(&t.events_queue()).await);
-    assert!(committed < total, "stopped before the end");
-    assert_eq!(
-        committed + left,
-        total,
-        "every message is either committed and acked, or still queued"
+
+    // The next batch starts with an event for the held person: its
+    // transaction waits for the test's lock, with the batch in hand.
+    let holder = hold_subject_lock(&db, "user_held").await;
+    publish(&broker, requires_input, &event(1, "user_held")).await;
+    let total = 500;
+    for i in 2..total {
+        publish(&broker, requires_input, &event(i, &format!("user_sd{i}"))).await;
+    }
+    eventually(DEADLINE, "a batch waiting on the held row", || async {
+        waiting_on_a_lock(&client, &db).await > 0
+    })
+    .await;
+    let metrics = worker.metrics.clone();
+    worker.request_stop();
+    // Released only after the stop was asked for: the batch in hand then
+    // commits and is acked, and the worker takes no other batch.
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    worker.join().await;
+
+    let committed: Vec<String> = client
+        .query("SELECT id FROM events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        committed.contains(&"evt_sd1".to_owned()),
+        "the batch in hand when the stop came was committed, not rolled back"
     );
-    assert_eq!(broker.message_count(&t.dead_letter_queue()).await, 0);
+    let committed = i64::try_from(committed.len()).unwrap();
+    assert!(
+        committed < i64::try_from(total).unwrap(),
+        "stopped before the end"
+    );
+    let t = &broker.topology;
+    let left = broker.settled_count(&t.events_queue(), DEADLINE).await;
+    assert_eq!(
+        committed + i64::from(left),
+        i64::try_from(total).unwrap(),
+        "every message is either committed and acked, or back in the queue"
+    );
+    assert_no_message_failed(&broker, &[metrics.encode()]).await;
 }

@@ -162,11 +162,26 @@ impl RunningWorker {
 
     /// Graceful shutdown, as on SIGTERM.
     pub async fn stop(self) {
+        self.request_stop();
+        self.join().await;
+    }
+
+    /// Asks the worker to stop (as SIGTERM does) without waiting.
+    pub fn request_stop(&self) {
         self.token.cancel();
+    }
+
+    /// Waits for a worker asked to stop to finish, cleanly.
+    pub async fn join(self) {
         self.handle
             .await
             .expect("worker task")
             .expect("worker stops cleanly");
+    }
+
+    /// The sum of every series of the metric `name` (all label values).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        metric_sum(&self.metrics.encode(), name)
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -175,6 +190,47 @@ impl RunningWorker {
             .expect("admin answers");
         let status = response.status().as_u16();
         (status, response.text().await.expect("body"))
+    }
+}
+
+/// The sum of every series of the metric `name` in Prometheus `text`.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let series_name = series.split('{').next()?;
+            (series_name == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Short retry delays, so that a failing message reaches the DLQ within
+/// a test's deadline instead of minutes after its assertions ran.
+pub const FAST_RETRIES: (&str, &str) = ("WORKER_RETRY_DELAYS", "50ms,50ms,50ms");
+
+/// No message failed: nothing dead-lettered or waiting in a retry queue,
+/// and the workers' metrics (taken after they stopped) counted no retry and
+/// no dead letter. With [`FAST_RETRIES`], a failure would have gone all
+/// the way to the DLQ before this runs.
+pub async fn assert_no_message_failed(broker: &TestBroker, metrics: &[String]) {
+    let t = &broker.topology;
+    assert_eq!(
+        broker.message_count(&t.dead_letter_queue()).await,
+        0,
+        "dead letters"
+    );
+    for delay in shared::topology::RETRY_DELAYS {
+        let queue = t.retry_queue(delay);
+        assert_eq!(broker.message_count(&queue).await, 0, "waiting in {queue}");
+    }
+    for text in metrics {
+        for name in [
+            "idv_worker_message_retries_total",
+            "idv_worker_dead_letters_total",
+        ] {
+            assert_eq!(metric_sum(text, name), 0.0, "{name}: {text}");
+        }
     }
 }
 
