@@ -1,10 +1,14 @@
-//! A worker killed mid-batch (SIGKILL to a child process) loses nothing and
-//! applies nothing twice: its unacked deliveries go to the next worker, and
-//! what it had committed but not acked is recognised as duplicate.
+//! A worker that dies between committing a batch and acking it loses
+//! nothing and applies nothing twice: the broker gives its unacked
+//! deliveries to the next worker, which recognises the committed ones as
+//! duplicates.
 //!
-//! The child is this test binary re-run with `IDV_WORKER_CHILD` set, running
-//! the worker exactly as `idv-worker`'s `main` does; so the test needs no
-//! separately built binary and works from a clean clone.
+//! The child is this test binary re-run with `IDV_WORKER_CHILD` set,
+//! running [`worker::entry::main`], which is all `idv-worker`'s `main`
+//! does (settings, logging, multi-threaded runtime, signal handling), so
+//! the test needs no separately built binary and works from a clean clone.
+//! The test crate builds the worker with its `fail-points` feature, and
+//! the child is told to abort right after a commit, before its acks.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 #[path = "worker_support/mod.rs"]
@@ -16,26 +20,26 @@ use std::time::Duration;
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::wait::eventually;
-use shared::config::Env;
 use support::*;
 
 const CHILD: &str = "IDV_WORKER_CHILD";
 
-/// Runs a worker from the environment when started as the child; a no-op otherwise.
-#[tokio::test]
-async fn child_worker_process() {
+/// Runs a worker as `idv-worker` does when started as the child; a no-op otherwise.
+#[test]
+fn child_worker_process() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
-    let settings = worker::settings::Settings::from_env(&Env::from_process()).unwrap();
-    let app = worker::app::Application::build(settings).await.unwrap();
-    app.run_until_stopped().await.unwrap();
+    std::process::exit(match worker::entry::main() {
+        code if code == std::process::ExitCode::SUCCESS => 0,
+        _ => 1,
+    });
 }
 
 #[tokio::test]
-async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
+async fn a_worker_killed_between_commit_and_ack_loses_nothing_and_applies_nothing_twice() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
-    let subjects = 400; // enough that the kill lands mid-stream, even on a fast machine
+    let subjects = 200;
     let distinct = scenario("kl", subjects);
     let worker_settings = settings(Some(&broker), &db, &[]);
     migrate(&worker_settings).await;
@@ -43,78 +47,101 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
         publish(&broker, &type_of(body), body).await;
     }
 
+    // The child, with one lane so its batches follow each other, commits
+    // five batches and dies right after the fifth commit, before acking
+    // it: the window this test is about.
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_worker_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "child_worker_process", "--nocapture"])
         .env(CHILD, "1")
+        .env(worker::fail_point::ABORT_AFTER_COMMIT, "5")
         .env("DATABASE_URL", &db.url)
         .env("AMQP_URL", &broker.url)
         .env("AMQP_PREFIX", &broker.prefix)
         .env("WORKER_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("WORKER_CONSUMERS", "2")
+        .env("WORKER_CONSUMERS", "1")
         .env("WORKER_BATCH_SIZE", "25")
+        .env(FAST_RETRIES.0, FAST_RETRIES.1)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the child worker");
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the child dies at its fail point")
+        .expect("the child exits");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use tokio::io::AsyncReadExt as _;
+        let _ = pipe.read_to_string(&mut stderr).await;
+    }
+    assert_eq!(
+        status.code(),
+        Some(worker::fail_point::ABORT_EXIT_CODE),
+        "the child ended at its fail point: {stderr}"
+    );
+    let unacked: f64 = stderr
+        .split("fail point: aborting after commit 5, before the acks of its ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the child died at the fail point, not elsewhere: {stderr}"));
     let client = db.client().await;
-    let total = i64::try_from(distinct.len()).unwrap();
-    eventually(
-        Duration::from_secs(60),
-        "the child to commit part of the stream",
-        || async { event_count(&client).await >= total / 4 },
-    )
-    .await;
-    child.start_kill().expect("SIGKILL");
-    child.wait().await.expect("the child exits");
     let at_kill = event_count(&client).await;
+    let total = i64::try_from(distinct.len()).unwrap();
     assert!(
-        at_kill < total,
-        "killed before the end ({at_kill} of {total})"
+        at_kill > 0 && at_kill < total,
+        "killed mid-stream ({at_kill} of {total} committed)"
     );
 
-    let survivor =
-        RunningWorker::start(settings(Some(&broker), &db, &[("WORKER_CONSUMERS", "2")])).await;
+    let survivor = RunningWorker::start(settings(
+        Some(&broker),
+        &db,
+        &[("WORKER_CONSUMERS", "2"), FAST_RETRIES],
+    ))
+    .await;
     eventually(Duration::from_secs(60), "every event committed", || async {
         event_count(&client).await == total
     })
     .await;
     let t = &broker.topology;
-    broker
-        .wait_for_count(&t.events_queue(), 0, Duration::from_secs(30))
-        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the survivor to take every remaining delivery",
+        || async { broker.message_count(&t.events_queue()).await == 0 },
+    )
+    .await;
+    let metrics = survivor.metrics.clone();
     survivor.stop().await;
-    assert_eq!(broker.message_count(&t.dead_letter_queue()).await, 0);
+    broker
+        .assert_all_acked(&t.events_queue(), Duration::from_secs(30))
+        .await;
+    assert_no_message_failed(&broker, &[metrics.encode()]).await;
+
+    // The stream has no duplicates of its own: every duplicate the
+    // survivor saw was a delivery the child committed and never acked.
+    let text = metrics.encode();
+    let duplicates = metric_sum(&text, "idv_worker_duplicates_total");
+    let taken = metric_sum(&text, "idv_worker_events_total");
+    assert!(
+        unacked >= 1.0 && duplicates >= unacked,
+        "the {unacked} deliveries committed but not acked came back and were seen as \
+         duplicates ({duplicates} duplicates)"
+    );
+    assert_eq!(
+        taken - duplicates,
+        (total - at_kill) as f64,
+        "the survivor applied exactly what the child had not committed"
+    );
 
     let reference_db = TestDatabase::new().await;
     let reference_settings = settings(None, &reference_db, &[]);
     let reference = store(&reference_settings).await;
     apply_each(&reference, &reference_settings, &distinct).await;
     assert_eq!(
-        snapshot(&client, "%kl%").await,
-        snapshot(&reference_db.client().await, "%kl%").await,
-        "the same record as one uninterrupted pass"
+        record(&client, "%kl%").await,
+        record(&reference_db.client().await, "%kl%").await,
+        "the same record, every outbox row included, as one uninterrupted pass"
     );
-    // Side effects that follow the final state appear exactly once each.
-    let reference_client = reference_db.client().await;
-    for kind in [
-        "notify_user_verified",
-        "platform_follow_up",
-        "alert_reviewers",
-        "cancel_stripe_session",
-    ] {
-        let sql = "SELECT count(*) FROM outbox WHERE kind = $1";
-        let n: i64 = client.query_one(sql, &[&kind]).await.unwrap().get(0);
-        let expected: i64 = reference_client
-            .query_one(sql, &[&kind])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, expected, "{kind} written once per change");
-    }
 }

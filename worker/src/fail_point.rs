@@ -4,15 +4,22 @@
 //! every fail point is an empty function. Even when compiled in, nothing
 //! happens unless the process environment asks for it.
 
-/// `IDV_FAIL_ABORT_AFTER_COMMIT=N`: abort the process right after the N-th
-/// committed batch, before any of its deliveries is acked.
+/// `IDV_FAIL_ABORT_AFTER_COMMIT=N`: end the process at once, as a crash
+/// would (no destructor runs, no connection is closed politely), right
+/// after the N-th committed batch and before any of its deliveries is
+/// acked. Exit code [`ABORT_EXIT_CODE`]; no core file is written.
 pub const ABORT_AFTER_COMMIT: &str = "IDV_FAIL_ABORT_AFTER_COMMIT";
 
-/// Called after a batch's transaction committed and before its acks.
+/// How a process ended by a fail point exits.
+pub const ABORT_EXIT_CODE: i32 = 86;
+
+/// Called after a batch of `events` committed and before their acks.
 #[inline]
-pub fn after_commit() {
+pub fn after_commit(events: usize) {
     #[cfg(feature = "fail-points")]
-    enabled::after_commit();
+    enabled::after_commit(events);
+    #[cfg(not(feature = "fail-points"))]
+    let _ = events;
 }
 
 #[cfg(feature = "fail-points")]
@@ -23,7 +30,7 @@ mod enabled {
     static COMMITS: AtomicU64 = AtomicU64::new(0);
     static ABORT_AT: OnceLock<Option<u64>> = OnceLock::new();
 
-    pub fn after_commit() {
+    pub fn after_commit(events: usize) {
         let abort_at = ABORT_AT.get_or_init(|| {
             std::env::var(super::ABORT_AFTER_COMMIT)
                 .ok()
@@ -31,8 +38,10 @@ mod enabled {
         });
         let Some(abort_at) = *abort_at else { return };
         if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == abort_at {
-            eprintln!("fail point: aborting after commit {abort_at}, before its acks");
-            std::process::abort();
+            eprintln!(
+                "fail point: aborting after commit {abort_at}, before the acks of its {events} events"
+            );
+            std::process::exit(super::ABORT_EXIT_CODE);
         }
     }
 }

@@ -101,7 +101,7 @@ pub async fn process(
         apply_until_available(ctx, &events).await?
     };
     if !outcomes.is_empty() {
-        crate::fail_point::after_commit();
+        crate::fail_point::after_commit(outcomes.len());
     }
     let newest = parsed.iter().map(|(_, _, e)| e.created).max();
 
