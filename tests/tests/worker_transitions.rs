@@ -374,3 +374,79 @@ async fn a_subject_whose_only_session_is_canceled_is_canceled() {
     assert_eq!(subject.status, "canceled");
     assert_eq!(subject.sessions[0].status, "canceled");
 }
+
+#[tokio::test]
+async fn a_batch_the_database_refuses_is_redone_one_event_per_transaction() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    // PostgreSQL refuses a NUL character in text and in jsonb (SQLSTATE
+    // class 22): the middle event can never be stored; its neighbours can.
+    let mut poisoned = session("vs_split_b", "requires_input", Some("user_split_b"), None);
+    poisoned["last_error"] =
+        serde_json::json!({"code": "document_expired", "reason": "bad \u{0} byte"});
+    let bodies = [
+        failed(
+            "evt_split_a",
+            "vs_split_a",
+            "user_split_a",
+            1_700_000_000,
+            "document_expired",
+        ),
+        event("evt_split_b", "requires_input", 1_700_000_000, poisoned),
+        failed(
+            "evt_split_c",
+            "vs_split_c",
+            "user_split_c",
+            1_700_000_000,
+            "selfie_face_mismatch",
+        ),
+    ];
+    let events: Vec<_> = bodies.iter().map(|b| incoming(&settings, b)).collect();
+    let refs: Vec<_> = events.iter().collect();
+    let outcomes = store.apply(&refs).await.expect("the database is available");
+
+    assert_eq!(outcomes.len(), 3, "one outcome per event, in order");
+    assert!(
+        matches!(&outcomes[0], Ok(o) if o.applied == Applied::Applied),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(
+        matches!(
+            &outcomes[1],
+            Err(worker::incoming::MessageFailure::Refused(_))
+        ),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(
+        matches!(&outcomes[2], Ok(o) if o.applied == Applied::Applied),
+        "{:?}",
+        outcomes[2]
+    );
+    let client = db.client().await;
+    let stored: Vec<String> = client
+        .query("SELECT id FROM events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stored, ["evt_split_a", "evt_split_c"]);
+    for user in ["user_split_a", "user_split_c"] {
+        let subject = read::subject(&client, user, 3).await.unwrap().unwrap();
+        assert_eq!(
+            (subject.status.as_str(), subject.failed_attempts),
+            ("requires_input", 1),
+            "{user}"
+        );
+    }
+    assert!(
+        read::subject(&client, "user_split_b", 3)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing of the refused event was kept"
+    );
+}
