@@ -9,11 +9,13 @@ use shared::telemetry::{self, LogFormat};
 #[tokio::main]
 async fn main() -> ExitCode {
     let env = Env::from_process();
-    let settings = LogFormat::from_env(&env).and_then(|format| {
-        // lapin logs a returned message whole at warn: keep payloads out of logs.
-        telemetry::init(format, "info,lapin=error");
-        Settings::from_env(&env)
-    });
+    let settings = telemetry::check_filter(&env)
+        .and_then(|()| LogFormat::from_env(&env))
+        .and_then(|format| {
+            // lapin logs a returned message whole at warn: keep payloads out of logs.
+            telemetry::init(format, "info,lapin=error");
+            Settings::from_env(&env)
+        });
     let settings = match settings {
         Ok(settings) => settings,
         Err(error) => {

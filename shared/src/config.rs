@@ -122,6 +122,23 @@ impl Env {
     }
 }
 
+/// `AMQP_URL` (or `default` when unset), checked now so a typo stops
+/// start-up with exit code 2 instead of failing at the first connection.
+/// The value holds a password, so it is never echoed.
+#[cfg(feature = "amqp")]
+pub fn amqp_url(env: &Env, default: &str) -> Result<secrecy::SecretString, ConfigError> {
+    const VAR: &str = "AMQP_URL";
+    let raw = env.string_or(VAR, default);
+    match raw.parse::<lapin::uri::AMQPUri>() {
+        Ok(_) => Ok(raw.into()),
+        Err(_) => Err(invalid(
+            VAR,
+            "an amqp:// or amqps:// URL such as amqp://user:password@host:5672/%2f",
+            None,
+        )),
+    }
+}
+
 /// Builds a [`ConfigError`]; pass `found: None` for secrets.
 pub fn invalid(variable: &str, expected: &str, found: Option<&str>) -> ConfigError {
     ConfigError {
@@ -158,6 +175,23 @@ mod tests {
         assert_eq!(env.optional("A"), None);
         assert_eq!(env.string_or("A", "dflt"), "dflt");
         assert_eq!(env.parse_or("A", 7u32, "n"), Ok(7));
+    }
+
+    #[cfg(feature = "amqp")]
+    #[test]
+    fn a_bad_amqp_url_is_named_but_not_echoed() {
+        let default = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        assert!(amqp_url(&Env::default(), default).is_ok());
+        for bad in [
+            "amqp//user:hunter2@host",
+            "http://user:hunter2@host",
+            "amqp://user:hunter2@host:port/%2f",
+        ] {
+            let env = Env::from_pairs([("AMQP_URL", bad)]);
+            let error = amqp_url(&env, default).unwrap_err();
+            assert_eq!(error.variable, "AMQP_URL");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
     }
 
     #[test]

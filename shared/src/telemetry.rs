@@ -1,9 +1,15 @@
 //! Logging set-up shared by every binary: `tracing` with a filter from
 //! `RUST_LOG`, readable lines by default and JSON when `LOG_FORMAT=json`.
+//! Each binary checks `RUST_LOG` with [`check_filter`] when it loads its
+//! settings, so a typo stops start-up instead of silently logging with the
+//! default filter.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, Env, invalid};
+
+/// The variable holding the log filter.
+pub const FILTER_VAR: &str = "RUST_LOG";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,11 +30,34 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber. `default_filter` applies when `RUST_LOG`
-/// is unset. Calling it twice keeps the first subscriber (tests do).
+/// Refuses a `RUST_LOG` that is set but is not a filter `tracing` can
+/// parse. Unset or blank means the binary's default filter.
+pub fn check_filter(env: &Env) -> Result<(), ConfigError> {
+    match env.optional(FILTER_VAR) {
+        None => Ok(()),
+        Some(raw) => EnvFilter::try_new(raw).map(drop).map_err(|_| {
+            invalid(
+                FILTER_VAR,
+                "comma-separated directives such as `info` or `info,lapin=error` \
+                 (levels: off, error, warn, info, debug, trace)",
+                Some(raw),
+            )
+        }),
+    }
+}
+
+/// Installs the global subscriber, with `RUST_LOG` as the filter, or
+/// `default_filter` when it is unset or blank. Call [`check_filter`] first:
+/// a `RUST_LOG` that does not parse is reported on stderr and replaced by
+/// the default. Calling it twice keeps the first subscriber (tests do).
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = match std::env::var(FILTER_VAR) {
+        Ok(raw) if !raw.trim().is_empty() => EnvFilter::try_new(raw.trim()).unwrap_or_else(|_| {
+            eprintln!("invalid {FILTER_VAR}; logging with {default_filter:?} instead");
+            EnvFilter::new(default_filter)
+        }),
+        _ => EnvFilter::new(default_filter),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -40,4 +69,24 @@ pub fn init(format: LogFormat, default_filter: &str) {
             .with_current_span(true)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_is_checked_when_set() {
+        for good in ["info", "info,lapin=error", "worker=debug", "  ", "off"] {
+            let env = Env::from_pairs([(FILTER_VAR, good)]);
+            assert_eq!(check_filter(&env), Ok(()), "{good:?}");
+        }
+        assert_eq!(check_filter(&Env::default()), Ok(()));
+        for bad in ["info,lapin=loud", "=info", "worker=debug,[{"] {
+            let env = Env::from_pairs([(FILTER_VAR, bad)]);
+            let error = check_filter(&env).unwrap_err();
+            assert_eq!(error.variable, FILTER_VAR, "{bad:?}");
+            assert!(error.to_string().contains("info,lapin=error"), "{error}");
+        }
+    }
 }

@@ -10,23 +10,29 @@ use shared::config::{ConfigError, Env};
 use shared::topology::Topology;
 use tokio_postgres::NoTls;
 
-use crate::settings::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
+use crate::settings::{DEFAULT_AMQP_URL, database_url};
 use crate::store::read::{self, SessionView, SubjectView};
 
-/// The settings `idvctl` reads (a subset of the worker's).
+/// The settings `idvctl` reads (a subset of the worker's), all checked at
+/// load whatever the command, so a bad one is exit code 2 and names itself.
 #[derive(Debug, Clone)]
 pub struct CtlSettings {
+    /// `DATABASE_URL`: may carry a password.
     pub database_url: SecretString,
+    /// `AMQP_URL`: may carry a password.
     pub amqp_url: SecretString,
+    /// `AMQP_PREFIX`: the names `idvctl topology` declares.
     pub topology: Topology,
+    /// `IDV_MAX_FAILED_ATTEMPTS`: shown as `max_attempts` beside a subject.
     pub max_failed_attempts: i32,
 }
 
 impl CtlSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        shared::telemetry::check_filter(env)?;
         Ok(Self {
-            database_url: env.string_or("DATABASE_URL", DEFAULT_DATABASE_URL).into(),
-            amqp_url: env.string_or("AMQP_URL", DEFAULT_AMQP_URL).into(),
+            database_url: database_url(env)?,
+            amqp_url: shared::config::amqp_url(env, DEFAULT_AMQP_URL)?,
             topology: Topology::from_env(env)?,
             max_failed_attempts: i32::try_from(env.number_or(
                 "IDV_MAX_FAILED_ATTEMPTS",

@@ -43,7 +43,7 @@ async fn create_database_if_missing(config: &tokio_postgres::Config) -> anyhow::
     let (client, connection) = admin
         .connect(NoTls)
         .await
-        .context("connecting to the `postgres` database to check that the target exists")?;
+        .context("connecting to the server of DATABASE_URL (its `postgres` database)")?;
     let connection = tokio::spawn(connection);
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])

@@ -3,6 +3,7 @@
 //! value names its variable and what was expected.
 
 use std::net::SocketAddr;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -92,10 +93,11 @@ impl Settings {
                 Some(&prefetch.to_string()),
             ));
         }
+        shared::telemetry::check_filter(env)?;
         Ok(Self {
-            database_url: env.string_or("DATABASE_URL", DEFAULT_DATABASE_URL).into(),
+            database_url: database_url(env)?,
             pool_size,
-            amqp_url: env.string_or("AMQP_URL", DEFAULT_AMQP_URL).into(),
+            amqp_url: shared::config::amqp_url(env, DEFAULT_AMQP_URL)?,
             topology: Topology::from_env(env)?,
             consumers,
             batch_size,
@@ -129,6 +131,21 @@ impl Settings {
             )?,
             log_format: LogFormat::from_env(env)?,
         })
+    }
+}
+
+/// `DATABASE_URL`, checked now so a typo stops start-up with exit code 2
+/// (for `idvctl` too). The value may hold a password, so it is never echoed.
+pub fn database_url(env: &Env) -> Result<SecretString, ConfigError> {
+    const VAR: &str = "DATABASE_URL";
+    let raw = env.string_or(VAR, DEFAULT_DATABASE_URL);
+    match tokio_postgres::Config::from_str(&raw) {
+        Ok(_) => Ok(raw.into()),
+        Err(_) => Err(invalid(
+            VAR,
+            "a PostgreSQL URL such as postgres://user:password@host:5432/idv",
+            None,
+        )),
     }
 }
 
@@ -209,10 +226,26 @@ mod tests {
             ("IDV_MAX_FAILED_ATTEMPTS", "0"),
             ("IDV_FETCH_VERIFIED_OUTPUTS", "yes"),
             ("AMQP_PREFIX", "a b"),
+            ("DATABASE_URL", "postgres://u@host:port/idv"),
+            ("DATABASE_URL", "mysql://u@host/idv"),
+            ("AMQP_URL", "http://guest@host"),
+            ("RUST_LOG", "info,lapin=loud"),
         ] {
             let env = Env::from_pairs([(variable, value)]);
             let error = Settings::from_env(&env).unwrap_err();
             assert_eq!(error.variable, variable, "{value}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_but_never_echoed() {
+        for (variable, value) in [
+            ("DATABASE_URL", "postgres://u:hunter2@host:port/idv"),
+            ("AMQP_URL", "amqp://u:hunter2@host:port/%2f"),
+        ] {
+            let error = Settings::from_env(&Env::from_pairs([(variable, value)])).unwrap_err();
+            assert_eq!(error.variable, variable);
+            assert!(!error.to_string().contains("hunter2"), "{error}");
         }
     }
 

@@ -1,11 +1,16 @@
 //! `idvctl`: apply the schema, declare the topology, read the record.
 
+use std::io::Write as _;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use shared::config::Env;
+use shared::telemetry::{self, LogFormat};
 use worker::ctl::{self, CtlSettings, UsageError};
 
-/// Operator tool for idv-pipeline. Reads DATABASE_URL, AMQP_URL, AMQP_PREFIX
-/// and IDV_MAX_FAILED_ATTEMPTS from the environment.
+/// Operator tool for idv-pipeline. Reads DATABASE_URL, AMQP_URL, AMQP_PREFIX,
+/// IDV_MAX_FAILED_ATTEMPTS and RUST_LOG from the environment. Exit codes: 0
+/// done, 1 not found or a failure, 2 bad input or a bad setting.
 #[derive(Debug, Parser)]
 #[command(name = "idvctl", version)]
 struct Cli {
@@ -44,15 +49,18 @@ enum Show {
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let settings = match CtlSettings::from_env(&Env::from_process()) {
+async fn main() -> ExitCode {
+    let cli = Cli::parse(); // exits 2 itself on a bad command line
+    let env = Env::from_process();
+    let settings = match CtlSettings::from_env(&env) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("idvctl: {error}");
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
+    // Logs go to stderr, quiet by default so that stdout is only the answer.
+    telemetry::init(LogFormat::Text, "warn,lapin=error");
     let result = match &cli.command {
         Command::Migrate => ctl::migrate(&settings).await,
         Command::Topology => ctl::topology(&settings).await,
@@ -64,14 +72,25 @@ async fn main() -> std::process::ExitCode {
         } => ctl::session_show(&settings, id, *json).await,
     };
     match result {
-        Ok(output) => {
-            println!("{output}");
-            std::process::ExitCode::SUCCESS
-        }
+        Ok(output) => print(&output),
         Err(error) => {
             eprintln!("idvctl: {error:#}");
             let usage = error.downcast_ref::<UsageError>().is_some();
-            std::process::ExitCode::from(if usage { 2 } else { 1 })
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+/// Writes `output` to stdout. A reader that went away (`idvctl … | head`)
+/// is not an error: the command did its work, so it exits 0 quietly.
+fn print(output: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{output}").and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("idvctl: writing to stdout: {error}");
+            ExitCode::FAILURE
         }
     }
 }
