@@ -1,6 +1,7 @@
 //! The admin listener (`WORKER_ADMIN_LISTEN`): `/healthz` (the process is
-//! alive), `/readyz` (consuming and the database answering), `/metrics`
-//! (Prometheus text). Bound by the caller so tests can use port 0.
+//! alive), `/readyz` (consuming and the database answering, see
+//! [`Readiness`]), `/metrics` (Prometheus text). Bound by the caller so
+//! tests can use port 0.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -8,13 +9,13 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
-use crate::health::Health;
+use crate::health::Readiness;
 use crate::metrics::Metrics;
 
 /// What the handlers read.
 #[derive(Debug, Clone)]
 struct AdminState {
-    health: Arc<Health>,
+    readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
 }
 
@@ -23,14 +24,11 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
-    let body = serde_json::json!({
-        "ready": state.health.ready(),
-        "consumers": state.health.consumers(),
-    });
-    if state.health.ready() {
-        HttpResponse::Ok().json(body)
+    let report = state.readiness.report().await;
+    if report.ready {
+        HttpResponse::Ok().json(report)
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
+        HttpResponse::ServiceUnavailable().json(report)
     }
 }
 
@@ -43,11 +41,11 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
 /// The admin server on `listener`; run it by awaiting (or spawning) it.
 pub fn serve(
     listener: TcpListener,
-    health: Arc<Health>,
+    readiness: Arc<Readiness>,
     metrics_: Arc<Metrics>,
 ) -> std::io::Result<Server> {
     let state = web::Data::new(AdminState {
-        health,
+        readiness,
         metrics: metrics_,
     });
     Ok(HttpServer::new(move || {

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::consume::{self, Context};
-use crate::health::Health;
+use crate::health::{Health, Readiness};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{self, Rules, Store};
@@ -71,12 +71,9 @@ impl Application {
     /// batches in hand, closes the broker links and the admin listener.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let ctx = self.context;
-        let server = crate::admin::serve(
-            self.admin,
-            Arc::clone(&ctx.health),
-            Arc::clone(&ctx.metrics),
-        )
-        .context("starting the admin listener")?;
+        let readiness = Readiness::new(Arc::clone(&ctx.health), ctx.store.clone());
+        let server = crate::admin::serve(self.admin, Arc::new(readiness), Arc::clone(&ctx.metrics))
+            .context("starting the admin listener")?;
         let server_handle = server.handle();
         let admin_task = tokio::spawn(server);
         let tracker = TaskTracker::new();

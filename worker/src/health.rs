@@ -1,8 +1,25 @@
-//! What `/readyz` reports: consumers attached to the queue and the database
-//! answering. Updated by the consumers as they connect, lose the broker, or
-//! retry a batch because PostgreSQL is unavailable.
+//! What `/readyz` reports: consumers attached to the queue, the last batch
+//! reaching PostgreSQL, and PostgreSQL answering now. The consumers update
+//! [`Health`] as they connect, lose the broker, or retry a batch because
+//! PostgreSQL is unavailable; [`Readiness`] adds a cheap check of the
+//! database, so an idle worker whose database went away is not ready either.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::store::Store;
+
+/// How long an answer of the database counts as current: scrapes within it
+/// reuse it, so they cannot hammer PostgreSQL.
+pub const DATABASE_CHECK_TTL: Duration = Duration::from_secs(1);
+
+/// Bound on one check (`SELECT 1` through the pool, a connection included):
+/// a database slower than this is reported not ready, within a probe's
+/// usual one-second timeout.
+pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub struct Health {
@@ -10,6 +27,9 @@ pub struct Health {
     consuming: AtomicUsize,
     /// The last transaction (or start-up check) reached PostgreSQL.
     database_up: AtomicBool,
+    /// When a transaction last reached PostgreSQL: recent enough, it spares
+    /// `/readyz` a check of its own while the worker is busy.
+    database_answered: Mutex<Option<Instant>>,
 }
 
 impl Default for Health {
@@ -17,11 +37,13 @@ impl Default for Health {
         Self {
             consuming: AtomicUsize::new(0),
             database_up: AtomicBool::new(true),
+            database_answered: Mutex::new(None),
         }
     }
 }
 
 impl Health {
+    /// Consuming, and the last batch did not find the database unavailable.
     pub fn ready(&self) -> bool {
         self.consuming.load(Ordering::SeqCst) > 0 && self.database_up.load(Ordering::SeqCst)
     }
@@ -32,6 +54,18 @@ impl Health {
 
     pub fn set_database_up(&self, up: bool) {
         self.database_up.store(up, Ordering::SeqCst);
+        if let Ok(mut answered) = self.database_answered.lock() {
+            *answered = up.then(Instant::now);
+        }
+    }
+
+    /// A transaction reached PostgreSQL within `within`.
+    fn database_answered_within(&self, within: Duration) -> bool {
+        self.database_answered
+            .lock()
+            .ok()
+            .and_then(|answered| *answered)
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     /// Counts a consumer as attached until the guard drops.
@@ -48,5 +82,140 @@ pub struct AttachedGuard<'a>(&'a Health);
 impl Drop for AttachedGuard<'_> {
     fn drop(&mut self) {
         self.0.consuming.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `/readyz`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReadyReport {
+    pub ready: bool,
+    pub consumers: usize,
+    /// The database answered (a recent transaction or a check).
+    pub database: bool,
+}
+
+/// [`Health`] plus a check that the database answers now, cached for
+/// [`DATABASE_CHECK_TTL`]. Concurrent scrapes wait for one check instead
+/// of each running their own.
+#[derive(Debug)]
+pub struct Readiness {
+    health: Arc<Health>,
+    store: Store,
+    /// The last check: when it ran and whether the database answered.
+    last_check: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl Readiness {
+    pub fn new(health: Arc<Health>, store: Store) -> Self {
+        Self {
+            health,
+            store,
+            last_check: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub async fn report(&self) -> ReadyReport {
+        let database = self.health.database_answered_within(DATABASE_CHECK_TTL)
+            || self.database_answers().await;
+        ReadyReport {
+            ready: self.health.ready() && database,
+            consumers: self.health.consumers(),
+            database,
+        }
+    }
+
+    /// `SELECT 1` through the pool, at most once per [`DATABASE_CHECK_TTL`].
+    async fn database_answers(&self) -> bool {
+        let mut last_check = self.last_check.lock().await;
+        if let Some((at, answered)) = *last_check
+            && at.elapsed() < DATABASE_CHECK_TTL
+        {
+            return answered;
+        }
+        let answered = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, self.store.ping())
+            .await
+            .unwrap_or(false);
+        *last_check = Some((Instant::now(), answered));
+        answered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+    use super::*;
+    use crate::store::Rules;
+
+    /// A "database" that accepts connections and hangs up at once, counting
+    /// them: each check of the database is one connection.
+    async fn hanging_up_database() -> (Store, Arc<AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        let config = format!("postgres://postgres@127.0.0.1:{port}/idv")
+            .parse()
+            .unwrap();
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(1)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .unwrap();
+        let rules = Rules {
+            max_failed_attempts: 3,
+            fetch_verified_outputs: false,
+        };
+        (Store::new(pool, rules), accepted)
+    }
+
+    #[tokio::test]
+    async fn scrapes_share_one_check_per_second() {
+        let (store, checks) = hanging_up_database().await;
+        let health = Arc::new(Health::default());
+        let _attached = health.attached();
+        let readiness = Readiness::new(Arc::clone(&health), store);
+        let reports = futures_util::future::join_all((0..20).map(|_| readiness.report())).await;
+        assert!(
+            reports
+                .iter()
+                .all(|r| !r.ready && !r.database && r.consumers == 1)
+        );
+        assert_eq!(checks.load(Ordering::SeqCst), 1, "one check for 20 scrapes");
+        assert!(!readiness.report().await.ready);
+        assert_eq!(checks.load(Ordering::SeqCst), 1, "still cached");
+        tokio::time::sleep(DATABASE_CHECK_TTL).await;
+        assert!(!readiness.report().await.ready);
+        assert_eq!(checks.load(Ordering::SeqCst), 2, "checked again once stale");
+    }
+
+    #[tokio::test]
+    async fn a_recent_transaction_counts_as_the_database_answering() {
+        let (store, checks) = hanging_up_database().await;
+        let health = Arc::new(Health::default());
+        let _attached = health.attached();
+        let readiness = Readiness::new(Arc::clone(&health), store);
+        health.set_database_up(true);
+        assert!(readiness.report().await.ready);
+        assert_eq!(checks.load(Ordering::SeqCst), 0, "no check needed");
+        health.set_database_up(false);
+        let report = readiness.report().await;
+        assert!(!report.ready && !report.database, "the last batch failed");
+        assert_eq!(checks.load(Ordering::SeqCst), 1, "and the check too");
     }
 }
