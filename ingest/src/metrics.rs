@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::publisher::PublisherMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
@@ -31,6 +33,8 @@ pub struct Metrics {
     pub publish_failures: Family<ReasonLabel, Counter>,
     /// Requests being handled right now.
     pub in_flight: Gauge,
+    /// What the publisher counts (abandoned confirms, channel replacements).
+    pub publisher: PublisherMetrics,
 }
 
 impl Default for Metrics {
@@ -51,6 +55,7 @@ impl Metrics {
         ]);
         let publish_failures = Family::<ReasonLabel, Counter>::default();
         let in_flight = Gauge::default();
+        let publisher = PublisherMetrics::default();
         registry.register("requests", "Webhook requests by outcome", requests.clone());
         registry.register(
             "signature_failures",
@@ -72,6 +77,16 @@ impl Metrics {
             "Webhook requests in progress",
             in_flight.clone(),
         );
+        registry.register(
+            "abandoned_confirms",
+            "Publisher confirms given up on: the publish timed out or its client went away",
+            publisher.abandoned_confirms.clone(),
+        );
+        registry.register(
+            "channel_replacements",
+            "Confirm channels replaced on a live broker link, by reason",
+            publisher.channel_replacements.clone(),
+        );
         Self {
             registry,
             requests,
@@ -79,6 +94,7 @@ impl Metrics {
             publish_seconds,
             publish_failures,
             in_flight,
+            publisher,
         }
     }
 

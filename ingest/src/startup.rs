@@ -57,12 +57,16 @@ impl Application {
                 settings.admin_listen
             )
         })?;
-        let publisher = Publisher::connect(BrokerConfig {
-            url: settings.amqp_url.clone(),
-            topology: settings.topology.clone(),
-            channels: settings.publish_channels,
-            publish_timeout: settings.publish_timeout,
-        })
+        let metrics = Arc::new(Metrics::new());
+        let publisher = Publisher::connect(
+            BrokerConfig {
+                url: settings.amqp_url.clone(),
+                topology: settings.topology.clone(),
+                channels: settings.publish_channels,
+                publish_timeout: settings.publish_timeout,
+            },
+            metrics.publisher.clone(),
+        )
         .await
         .context("cannot connect to RabbitMQ at AMQP_URL and declare the topology")?;
         let port = listener.local_addr()?.port();
@@ -73,7 +77,7 @@ impl Application {
         let state = web::Data::new(AppState {
             settings,
             publisher: publisher.clone(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             draining: AtomicBool::new(false),
         });
         let admin_state = state.clone();

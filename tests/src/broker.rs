@@ -186,6 +186,98 @@ impl TestBroker {
     }
 }
 
+/// A RabbitMQ policy on one of a test's queues, named after the test's
+/// prefix and deleted on drop, so it is gone even when the test fails.
+#[derive(Debug)]
+pub struct PolicyGuard {
+    name: String,
+    cleared: bool,
+}
+
+impl PolicyGuard {
+    /// Deletes the policy now (an operator lifting it).
+    pub fn clear(mut self) {
+        self.cleared = true;
+        let output = rabbitmqctl(&["clear_policy", "-p", "/", &self.name]);
+        assert!(
+            output.status.success(),
+            "rabbitmqctl clear_policy {}: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PolicyGuard {
+    fn drop(&mut self) {
+        if !self.cleared {
+            let output = rabbitmqctl(&["clear_policy", "-p", "/", &self.name]);
+            if !output.status.success() {
+                eprintln!(
+                    "could not delete the test policy {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (the tests that set policies run as root beside RabbitMQ)")
+}
+
+/// `text` as a regular expression that matches only itself.
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\.^$|?*+()[]{}-".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+impl TestBroker {
+    /// Applies `definition` (a JSON policy definition such as
+    /// `{"max-length":5,"overflow":"reject-publish"}`) to `queue` alone,
+    /// through `rabbitmqctl`, until the guard is cleared or dropped.
+    pub fn set_queue_policy(&self, queue: &str, definition: &str) -> PolicyGuard {
+        let name = format!(
+            "{}{}policy",
+            self.prefix,
+            queue.trim_start_matches(&self.prefix)
+        );
+        let pattern = format!("^{}$", regex_escape(queue));
+        let guard = PolicyGuard {
+            name: name.clone(),
+            cleared: false,
+        };
+        let output = rabbitmqctl(&[
+            "set_policy",
+            "-p",
+            "/",
+            "--priority",
+            "10",
+            "--apply-to",
+            "queues",
+            &name,
+            &pattern,
+            definition,
+        ]);
+        assert!(
+            output.status.success(),
+            "rabbitmqctl set_policy {name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        guard
+    }
+}
+
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let url = self.url.clone();

@@ -473,6 +473,12 @@ async fn a_hung_broker_is_503_after_the_publish_timeout_never_200_before_a_confi
             .await,
         1.0
     );
+    // The confirm given up on is counted: lapin keeps it until its channel
+    // closes, and ingest replaces a channel past a bound of these.
+    assert_eq!(
+        ingest.metric("idv_ingest_abandoned_confirms_total").await,
+        1.0
+    );
 
     proxy.cut();
     proxy.restore();
@@ -632,4 +638,289 @@ async fn a_body_that_stops_arriving_is_408_after_the_body_timeout_and_not_publis
     let other = fixture("evt_processing.json");
     assert_eq!(ingest.post_signed(other.clone()).await.status(), 200);
     assert_only_published(&broker, &other).await;
+}
+
+/// A session event with id `event_id` whose body is about `size` bytes.
+fn padded_event(event_id: &str, size: usize) -> Vec<u8> {
+    session_event(
+        event_id,
+        "identity.verification_session.processing",
+        now_unix(),
+        serde_json::json!({"id": "vs_padded", "status": "processing", "padding": "x".repeat(size)}),
+    )
+}
+
+/// How long until a signed event is answered 200, polling every 100 ms;
+/// panics after `deadline`.
+async fn until_accepted(ingest: &TestIngest, body: &[u8], deadline: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(deadline, "a signed event to be answered 200", || async {
+        ingest.post_signed(body.to_vec()).await.status() == 200
+    })
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn publishing_recovers_without_a_restart_once_a_refusing_queue_takes_messages_again() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let queue = broker.topology.events_queue();
+    let policy = broker.set_queue_policy(&queue, r#"{"max-length":1,"overflow":"reject-publish"}"#);
+    // Until the policy reaches the queue, events are taken: post until one
+    // is refused.
+    let mut accepted = Vec::new();
+    let started = Instant::now();
+    for sent in 0.. {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the full queue never refused an event"
+        );
+        let id = format!("evt_fill{sent}");
+        match ingest
+            .post_signed(padded_event(&id, 10))
+            .await
+            .status()
+            .as_u16()
+        {
+            200 => accepted.push(id),
+            503 => break,
+            other => panic!("answered {other}"),
+        }
+    }
+    // Full: every channel is refused, more than once.
+    for i in 0..12 {
+        let body = padded_event(&format!("evt_refused{i}"), 10);
+        assert_eq!(ingest.post_signed(body).await.status(), 503, "refused {i}");
+    }
+    assert!(
+        ingest
+            .metric("idv_ingest_publish_failures_total{reason=\"nack\"}")
+            .await
+            >= 13.0
+    );
+    // The operator lifts the limit: ingest must take events again at once,
+    // without a restart (RabbitMQ 3.10 keeps refusing on the old channels).
+    policy.clear();
+    let waited = until_accepted(&ingest, &padded_event("evt_after", 10), DEADLINE).await;
+    assert!(
+        waited < Duration::from_secs(5),
+        "accepted only after {waited:?}"
+    );
+    accepted.push("evt_after".to_owned());
+    let mut stored = Vec::new();
+    while let Some(message) = broker.try_get(&queue).await {
+        stored.push(
+            message
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        stored, accepted,
+        "every accepted event, and no refused one, is stored"
+    );
+}
+
+#[tokio::test]
+async fn with_the_unrouted_queue_gone_nothing_is_answered_200_until_the_chain_is_back() {
+    use lapin::options::QueueDeleteOptions;
+
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let unrouted = broker.topology.unrouted_queue();
+    let customer =
+        |id: &str| session_event(id, "customer.created", now_unix(), serde_json::json!({}));
+    assert_eq!(
+        ingest.post_signed(customer("evt_cust1")).await.status(),
+        200
+    );
+    assert_eq!(
+        broker.get(&unrouted, DEADLINE).await.body,
+        customer("evt_cust1")
+    );
+
+    broker
+        .channel()
+        .queue_delete(unrouted.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    // An event nobody binds would now be stored nowhere: never a 200.
+    let (status, _) = error_of(ingest.post_signed(customer("evt_cust2")).await).await;
+    assert_eq!(status, 503, "an event stored nowhere was answered {status}");
+    eventually(DEADLINE, "readyz to report the chain missing", || async {
+        ingest.admin("/readyz").await.0 == 503
+    })
+    .await;
+    let (status, error) = error_of(ingest.post_signed(customer("evt_cust3")).await).await;
+    assert_eq!(status, 503, "{error}");
+    // The whole chain is required: a routable event is refused as well.
+    let (status, _) = error_of(ingest.post_signed(padded_event("evt_sess1", 10)).await).await;
+    assert_eq!(status, 503);
+    assert!(
+        ingest
+            .metric("idv_ingest_publish_failures_total{reason=\"chain_missing\"}")
+            .await
+            >= 2.0
+    );
+
+    // Ingest declares the topology again itself: the queue and its binding
+    // are back, and an unbound event is kept there again.
+    eventually(
+        Duration::from_secs(30),
+        "readyz to report ready again",
+        || async { ingest.admin("/readyz").await.0 == 200 },
+    )
+    .await;
+    assert_eq!(
+        ingest.post_signed(customer("evt_cust4")).await.status(),
+        200
+    );
+    let kept = broker.get(&unrouted, DEADLINE).await;
+    assert_eq!(kept.body, customer("evt_cust4"));
+    assert_eq!(
+        broker.message_count(&unrouted).await,
+        0,
+        "the refused events were not kept"
+    );
+    assert_eq!(
+        broker.message_count(&broker.topology.events_queue()).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn under_concurrent_nacks_from_two_http_workers_every_200_is_stored_and_no_503_is() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    use lapin::types::FieldTable;
+
+    const EVENTS: usize = 600;
+    const BODY: usize = 256 * 1024;
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("INGEST_HTTP_WORKERS", "2"),
+            ("INGEST_PUBLISH_CHANNELS", "2"),
+            // No timeouts: every 503 is then a nack, whose message is not stored.
+            ("INGEST_PUBLISH_TIMEOUT_MS", "60000"),
+        ],
+    )
+    .await;
+    let queue = broker.topology.events_queue();
+    let _policy =
+        broker.set_queue_policy(&queue, r#"{"max-length":8,"overflow":"reject-publish"}"#);
+
+    // A slow consumer keeps the queue crossing its limit, both ways.
+    let connection = lapin::Connection::connect(
+        &idv_tests::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_qos(1, BasicQosOptions { global: false })
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "slow".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let taken = Arc::new(Mutex::new(Vec::<String>::new()));
+    let consuming = {
+        let taken = taken.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .unwrap()
+                    .to_string();
+                taken.lock().unwrap().push(id);
+                // Unacked (the consumer is being cancelled), it goes back to
+                // the queue and is drained below.
+                let _ = delivery
+                    .acker
+                    .ack(BasicAckOptions { multiple: false })
+                    .await;
+            }
+        })
+    };
+
+    let answers: Vec<(String, u16)> = futures_util::stream::iter(0..EVENTS)
+        .map(|i| {
+            let ingest = &ingest;
+            async move {
+                let id = format!("evt_race{i:05}");
+                let status = ingest
+                    .post_signed(padded_event(&id, BODY))
+                    .await
+                    .status()
+                    .as_u16();
+                (id, status)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+
+    channel
+        .basic_cancel("slow".into(), Default::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(DEADLINE, consuming)
+        .await
+        .expect("the consumer ends once cancelled")
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    let mut stored: BTreeSet<String> = taken.lock().unwrap().iter().cloned().collect();
+    while let Some(message) = broker.try_get(&queue).await {
+        stored.insert(
+            message
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let accepted: BTreeSet<_> = answers
+        .iter()
+        .filter(|(_, s)| *s == 200)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let refused: BTreeSet<_> = answers
+        .iter()
+        .filter(|(_, s)| *s == 503)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(accepted.len() + refused.len(), EVENTS, "only 200 or 503");
+    assert!(
+        !accepted.is_empty() && !refused.is_empty(),
+        "{} accepted, {} refused: the test needs both",
+        accepted.len(),
+        refused.len()
+    );
+    let lost: Vec<_> = accepted.difference(&stored).collect();
+    assert!(lost.is_empty(), "answered 200 but not stored: {lost:?}");
+    let stored_refused: Vec<_> = refused.intersection(&stored).collect();
+    assert!(
+        stored_refused.is_empty(),
+        "answered 503 but stored: {stored_refused:?}"
+    );
+    eprintln!("{} accepted, {} refused", accepted.len(), refused.len());
 }

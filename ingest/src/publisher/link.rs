@@ -1,15 +1,19 @@
-//! One live broker connection with its confirm channels, and how to open it.
+//! One live broker connection with its confirm channels, the check of the
+//! topology chain, and how to open it.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
-use shared::topology;
+use shared::topology::Topology;
 use tokio::sync::Notify;
 
 use super::BrokerConfig;
+use super::chain::ChainChecker;
+use super::slot::PublishSlot;
 
 /// Bound on connecting, opening the channels and declaring the topology: a
 /// proxy that accepts TCP while the broker behind it is down would otherwise
@@ -21,37 +25,73 @@ pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const TIMEOUTS_BEFORE_SUSPECT: u32 = 3;
 /// Bound on closing politely; a dead peer never answers close-ok.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on one check of the chain (or one redeclare).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the chain may be seen missing before ingest declares the
+/// topology again itself. Until then (and until the declare succeeds) it
+/// answers 503: long enough for the refusal to be seen and counted, short
+/// enough that a lost queue is not an outage.
+const REDECLARE_AFTER: Duration = Duration::from_secs(5);
+
+/// A confirm channel and its turn.
+pub(super) type Slot = PublishSlot<Channel>;
 
 /// A live connection and its confirm channels.
 pub(super) struct Link {
     connection: Connection,
-    channels: Vec<Channel>,
-    /// Round-robin position over `channels`.
+    /// The confirm channels; each can be replaced while the link lives.
+    slots: Vec<RwLock<Arc<Slot>>>,
+    /// Round-robin position over `slots`.
     next: AtomicUsize,
     /// Unconfirmed publishes in a row (timeouts); reset by any confirm.
     timeouts_in_a_row: AtomicU32,
     /// Woken when a publish saw this link fail. Per link, so that a failure
     /// seen on an old link can never tear down its replacement.
     pub(super) failed: Notify,
+    /// Woken when a slot asked for a new channel.
+    pub(super) renew: Notify,
+    /// False while some link of the chain is known to be missing.
+    chain_ok: AtomicBool,
+    /// Since when the chain has been seen missing.
+    chain_missing_since: std::sync::Mutex<Option<Instant>>,
+    /// The non-confirm channel the chain checks run on.
+    checker: tokio::sync::Mutex<ChainChecker>,
     pub(super) opened_at: Instant,
 }
 
 impl Link {
-    pub(super) fn pick(&self) -> &Channel {
-        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[at]
+    pub(super) fn pick(&self) -> Arc<Slot> {
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        read(&self.slots[at])
     }
 
-    /// Connection and every channel open, and the broker not blocking us.
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Connection and every channel open, the broker not blocking us, and
+    /// the chain to a queue there.
     pub(super) fn is_up(&self) -> bool {
-        !self.is_broken() && !self.connection.status().blocked()
+        !self.is_broken() && !self.connection_blocked() && self.chain_ok()
+    }
+
+    /// The broker is blocking publishers (a resource alarm).
+    pub(super) fn connection_blocked(&self) -> bool {
+        self.connection.status().blocked()
+    }
+
+    pub(super) fn chain_ok(&self) -> bool {
+        self.chain_ok.load(Ordering::SeqCst)
     }
 
     /// Connection or a channel closed: only a new link helps. (A blocked
     /// connection is not broken: the broker will unblock it.)
     pub(super) fn is_broken(&self) -> bool {
         !self.connection.status().connected()
-            || self.channels.iter().any(|c| !c.status().connected())
+            || self
+                .slots
+                .iter()
+                .any(|slot| !read(slot).channel().status().connected())
     }
 
     pub(super) fn confirmed(&self) {
@@ -65,6 +105,12 @@ impl Link {
         }
     }
 
+    /// A message came back: with an alternate exchange that can only happen
+    /// while the chain is broken. Refuse until a check finds it whole.
+    pub(super) fn chain_broken(&self) {
+        self.chain_ok.store(false, Ordering::SeqCst);
+    }
+
     /// Connection-level events (errors, blocked, …).
     pub(super) fn connection_events(
         &self,
@@ -72,14 +118,102 @@ impl Link {
         self.connection.events_listener()
     }
 
+    /// Checks the chain (passive declares) and records the answer; declares
+    /// the topology again once it has been missing for [`REDECLARE_AFTER`].
+    pub(super) async fn check_chain(&self, topology: &Topology) {
+        let mut checker = self.checker.lock().await;
+        let missing =
+            tokio::time::timeout(CHECK_TIMEOUT, checker.missing(&self.connection, topology)).await;
+        let missing = match missing {
+            Ok(Ok(missing)) => missing,
+            // The check could not run: the link itself is failing, which
+            // the supervisor sees on its own.
+            Ok(Err(error)) => {
+                tracing::debug!(error = %error, "chain check could not run");
+                return;
+            }
+            Err(_) => return,
+        };
+        let Some(name) = missing else {
+            let was_missing = self.missing_since(|since| since.take()).is_some();
+            if was_missing || !self.chain_ok() {
+                tracing::info!("broker topology chain complete again; publishing");
+            }
+            self.chain_ok.store(true, Ordering::SeqCst);
+            return;
+        };
+        self.chain_ok.store(false, Ordering::SeqCst);
+        let first_seen = self.missing_since(|since| *since.get_or_insert_with(Instant::now));
+        tracing::warn!(
+            missing = %name,
+            "broker topology chain incomplete; answering 503"
+        );
+        if first_seen.elapsed() >= REDECLARE_AFTER {
+            let redeclared =
+                tokio::time::timeout(CHECK_TIMEOUT, checker.redeclare(&self.connection, topology))
+                    .await;
+            match redeclared {
+                Ok(Ok(())) => tracing::info!("broker topology declared again"),
+                Ok(Err(error)) => tracing::warn!(error = %error, "cannot declare the topology"),
+                Err(_) => tracing::warn!("declaring the topology timed out"),
+            }
+        }
+    }
+
+    fn missing_since<T>(&self, f: impl FnOnce(&mut Option<Instant>) -> T) -> T {
+        match self.chain_missing_since.lock() {
+            Ok(mut since) => f(&mut since),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces every channel whose slot asked for it. The old channel takes
+    /// no new publish, is given `grace` for the confirms still due on it,
+    /// then closed, which is also when lapin lets go of abandoned confirms.
+    pub(super) async fn renew_channels(&self, grace: Duration) -> Result<(), lapin::Error> {
+        for cell in &self.slots {
+            let old = read(cell);
+            if !old.wants_replacing() {
+                continue;
+            }
+            let fresh = Arc::new(Slot::new(confirm_channel(&self.connection).await?));
+            match cell.write() {
+                Ok(mut slot) => *slot = fresh,
+                Err(poisoned) => *poisoned.into_inner() = fresh,
+            }
+            tracing::info!(channel = old.channel().id(), "confirm channel replaced");
+            tokio::spawn(async move {
+                old.retire().await;
+                let _ = tokio::time::timeout(grace, old.channel().wait_for_confirms()).await;
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    old.channel().close(200, "replaced".into()),
+                )
+                .await;
+            });
+        }
+        Ok(())
+    }
+
     pub(super) async fn close(&self) {
         let polite = async {
-            for channel in &self.channels {
-                let _ = channel.close(200, "ingest stopping".into()).await;
+            self.checker.lock().await.close().await;
+            for slot in &self.slots {
+                let _ = read(slot)
+                    .channel()
+                    .close(200, "ingest stopping".into())
+                    .await;
             }
             let _ = self.connection.close(200, "ingest stopping".into()).await;
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, polite).await;
+    }
+}
+
+fn read(cell: &RwLock<Arc<Slot>>) -> Arc<Slot> {
+    match cell.read() {
+        Ok(slot) => slot.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
     }
 }
 
@@ -90,36 +224,50 @@ pub enum OpenError {
     Timeout(Duration),
     #[error(transparent)]
     Broker(#[from] lapin::Error),
+    #[error("{0} is missing after declaring the topology")]
+    ChainMissing(String),
 }
 
-/// Connects, opens the confirm channels and declares the topology, within
-/// [`OPEN_TIMEOUT`].
+/// Connects, opens the confirm channels, declares the topology and checks
+/// the chain, within [`OPEN_TIMEOUT`].
 pub(super) async fn open(config: &BrokerConfig) -> Result<Link, OpenError> {
     tokio::time::timeout(OPEN_TIMEOUT, open_unbounded(config))
         .await
         .map_err(|_| OpenError::Timeout(OPEN_TIMEOUT))?
 }
 
+async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions { nowait: false })
+        .await?;
+    Ok(channel)
+}
+
 async fn open_unbounded(config: &BrokerConfig) -> Result<Link, OpenError> {
     let properties = ConnectionProperties::default().with_connection_name("idv-ingest".into());
     let connection = Connection::connect(config.url.expose_secret(), properties).await?;
-    let mut channels = Vec::with_capacity(config.channels);
+    let mut slots = Vec::with_capacity(config.channels);
     for _ in 0..config.channels {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions { nowait: false })
-            .await?;
-        channels.push(channel);
+        slots.push(RwLock::new(Arc::new(Slot::new(
+            confirm_channel(&connection).await?,
+        ))));
     }
-    if let Some(first) = channels.first() {
-        topology::declare(first, &config.topology).await?;
+    let mut checker = ChainChecker::default();
+    checker.redeclare(&connection, &config.topology).await?;
+    if let Some(missing) = checker.missing(&connection, &config.topology).await? {
+        return Err(OpenError::ChainMissing(missing));
     }
     Ok(Link {
         connection,
-        channels,
+        slots,
         next: AtomicUsize::new(0),
         timeouts_in_a_row: AtomicU32::new(0),
         failed: Notify::new(),
+        renew: Notify::new(),
+        chain_ok: AtomicBool::new(true),
+        chain_missing_since: std::sync::Mutex::new(None),
+        checker: tokio::sync::Mutex::new(checker),
         opened_at: Instant::now(),
     })
 }

@@ -2,11 +2,17 @@
 //!
 //! One connection with a few confirm-mode channels is shared by every
 //! request, so confirms pipeline: a request publishes, then waits for its own
-//! confirm while others publish on the same channel. A supervisor task owns
-//! the connection: when it is lost, publishing fails fast (the caller answers
-//! 503) while the supervisor reconnects with backoff.
+//! confirm while others publish on the same channel. Each channel's publish
+//! step (delivery tag and frames) is taken by one request at a time
+//! ([`slot`]), so a confirm always answers the request whose message it
+//! confirms. A supervisor task owns the connection: when it is lost,
+//! publishing fails fast (the caller answers 503) while the supervisor
+//! reconnects with backoff; it also checks the topology chain ([`chain`])
+//! and replaces channels that keep refusing or hold abandoned confirms.
 
+mod chain;
 mod link;
+mod slot;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,12 +22,16 @@ use futures_util::StreamExt;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use secrecy::SecretString;
 use shared::topology::Topology;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::ReasonLabel;
 use link::Link;
 pub use link::OpenError;
+use slot::{ConfirmWatch, ReplaceReason};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -67,6 +77,8 @@ pub enum PublishError {
     Nacked,
     #[error("the broker returned the message as unroutable")]
     Returned,
+    #[error("the exchange, alternate exchange or queues an event needs are missing")]
+    ChainMissing,
     #[error("broker error")]
     Broker(#[source] lapin::Error),
 }
@@ -79,6 +91,7 @@ impl PublishError {
             Self::Timeout(_) => "timeout",
             Self::Nacked => "nack",
             Self::Returned => "returned",
+            Self::ChainMissing => "chain_missing",
             Self::Broker(_) => "broker_error",
         }
     }
@@ -93,8 +106,18 @@ pub struct BrokerConfig {
     pub publish_timeout: Duration,
 }
 
+/// What the publisher counts, registered with the ingest metrics.
+#[derive(Debug, Clone, Default)]
+pub struct PublisherMetrics {
+    /// Confirms given up on: the publish timed out or its client went away.
+    pub abandoned_confirms: Counter,
+    /// Confirm channels replaced on a live link, by reason.
+    pub channel_replacements: Family<ReasonLabel, Counter>,
+}
+
 struct Inner {
     config: BrokerConfig,
+    metrics: PublisherMetrics,
     /// `config.topology.events_exchange()`, computed once.
     exchange: String,
     /// The current link; `None` while reconnecting.
@@ -127,18 +150,23 @@ impl Publisher {
     /// Connects, declares the topology and opens the confirm channels; fails
     /// if the broker cannot be reached now, so a misconfigured service stops
     /// at start. Later losses are repaired by [`Publisher::supervise`].
-    pub async fn connect(config: BrokerConfig) -> Result<Self, OpenError> {
+    pub async fn connect(
+        config: BrokerConfig,
+        metrics: PublisherMetrics,
+    ) -> Result<Self, OpenError> {
         let link = link::open(&config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 exchange: config.topology.events_exchange(),
                 config,
+                metrics,
                 link: RwLock::new(Some(Arc::new(link))),
             }),
         })
     }
 
-    /// True while a connection and every confirm channel are up.
+    /// True while a connection and every confirm channel are up and the
+    /// chain to a queue (exchange, alternate exchange, queues) exists.
     pub fn is_ready(&self) -> bool {
         self.current().is_some_and(|link| link.is_up())
     }
@@ -156,50 +184,105 @@ impl Publisher {
 
     /// Publishes `event` and waits for the broker's confirm.
     ///
-    /// `Returned` relies on lapin pairing a `basic.return` with its confirm;
-    /// with pipelined confirms that pairing is not exact, so the real
-    /// guarantee that nothing is returned is the alternate exchange on
-    /// `stripe.events`, which routes every message somewhere.
+    /// Nothing is published while the chain is known to be missing. A
+    /// returned message answers 503 and marks the chain missing; see
+    /// [`chain`] for why the chain check, not `mandatory`, is the guarantee.
     pub async fn publish(&self, event: &OutgoingEvent<'_>) -> Result<(), PublishError> {
         let link = self
             .current()
-            .filter(|link| link.is_up())
+            .filter(|link| !link.is_broken() && !link.connection_blocked())
             .ok_or(PublishError::Unavailable)?;
+        if !link.chain_ok() {
+            return Err(PublishError::ChainMissing);
+        }
         let timeout = self.inner.config.publish_timeout;
-        let confirmed = tokio::time::timeout(timeout, async {
-            link.pick()
-                .basic_publish(
-                    self.inner.exchange.as_str().into(),
-                    event.event_type.into(),
-                    BasicPublishOptions {
-                        mandatory: true,  // an unroutable message comes back instead of vanishing
-                        immediate: false, // RabbitMQ does not support `immediate`
-                    },
-                    event.body,
-                    properties(event),
-                )
-                .await?
-                .await
-        })
-        .await;
-        match confirmed {
+        match tokio::time::timeout(timeout, self.publish_on(&link, event)).await {
             Err(_) => {
                 link.timed_out();
                 Err(PublishError::Timeout(timeout))
             }
-            Ok(Err(error)) => {
-                link.failed.notify_one();
-                Err(PublishError::Broker(error))
-            }
-            Ok(Ok(confirmation)) => {
-                link.confirmed();
-                match confirmation {
-                    Confirmation::Ack(None) => Ok(()),
-                    Confirmation::Ack(Some(_)) => Err(PublishError::Returned),
-                    Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Nacked),
-                }
-            }
+            Ok(published) => published,
         }
+    }
+
+    /// Publishes on one of `link`'s channels and waits for the confirm.
+    async fn publish_on(&self, link: &Link, event: &OutgoingEvent<'_>) -> Result<(), PublishError> {
+        // A slot retired while this publish waited for its turn is skipped:
+        // with every slot renewed at once, each is tried once.
+        for _ in 0..link.slot_count() {
+            let slot = link.pick();
+            let published = slot.publish(|channel| {
+                // Made inside the turn: a publish dropped from here on (a
+                // timeout, a client that hung up) leaves a confirm behind.
+                let watch = ConfirmWatch::new(&slot, |replace| {
+                    self.inner.metrics.abandoned_confirms.inc();
+                    if let Some(reason) = replace {
+                        self.replace_channel(link, reason);
+                    }
+                });
+                let publish = channel.basic_publish(
+                    self.inner.exchange.as_str().into(),
+                    event.event_type.into(),
+                    BasicPublishOptions {
+                        mandatory: true,  // a tripwire only: see `chain`
+                        immediate: false, // RabbitMQ does not support `immediate`
+                    },
+                    event.body,
+                    properties(event),
+                );
+                async move { (watch, publish.await) }
+            });
+            let Some((watch, published)) = published.await else {
+                continue;
+            };
+            let confirmation = match published {
+                Ok(confirm) => confirm.await,
+                Err(error) => Err(error),
+            };
+            watch.settle();
+            return match confirmation {
+                Err(error) => {
+                    // A channel being replaced is closed on purpose.
+                    if !slot.wants_replacing() {
+                        link.failed.notify_one();
+                    }
+                    Err(PublishError::Broker(error))
+                }
+                Ok(confirmation) => {
+                    link.confirmed();
+                    match confirmation {
+                        Confirmation::Ack(None) => {
+                            slot.acked();
+                            Ok(())
+                        }
+                        // The body is personal data: dropped, never logged.
+                        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+                            link.chain_broken();
+                            Err(PublishError::Returned)
+                        }
+                        Confirmation::Nack(None) | Confirmation::NotRequested => {
+                            if let Some(reason) = slot.nacked() {
+                                self.replace_channel(link, reason);
+                            }
+                            Err(PublishError::Nacked)
+                        }
+                    }
+                }
+            };
+        }
+        Err(PublishError::Unavailable)
+    }
+
+    /// Has the supervisor replace a channel that asked for it, and counts it.
+    fn replace_channel(&self, link: &Link, reason: ReplaceReason) {
+        self.inner
+            .metrics
+            .channel_replacements
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+        link.renew.notify_one();
     }
 
     /// Keeps a link up until `shutdown`: watches for its loss and reconnects
@@ -227,7 +310,7 @@ impl Publisher {
             };
             let cause = tokio::select! {
                 () = shutdown.cancelled() => return,
-                cause = watch(&link) => cause,
+                cause = self.watch(&link) => cause,
             };
             tracing::warn!(cause, "broker link lost; answering 503 until it is back");
             self.replace(None);
@@ -252,22 +335,33 @@ impl Publisher {
     }
 }
 
-/// Completes, saying why, when `link` is no longer usable.
-async fn watch(link: &Link) -> &'static str {
-    let mut events = link.connection_events();
-    let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
-    loop {
-        tokio::select! {
-            () = link.failed.notified() => return "publishes on it failed",
-            Some(event) = events.next() => {
-                if let lapin::Event::Error(error) = event {
-                    tracing::warn!(error = %error, "broker connection error");
-                    return "connection error";
+impl Publisher {
+    /// Completes, saying why, when `link` is no longer usable. Meanwhile
+    /// checks the chain every [`HEALTH_CHECK_EVERY`] and replaces the
+    /// channels that asked for it.
+    async fn watch(&self, link: &Link) -> &'static str {
+        let mut events = link.connection_events();
+        let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
+        loop {
+            tokio::select! {
+                () = link.failed.notified() => return "publishes on it failed",
+                () = link.renew.notified() => {
+                    if let Err(error) = link.renew_channels(self.inner.config.publish_timeout).await {
+                        tracing::warn!(error = %error, "cannot open a confirm channel");
+                        return "cannot open a channel";
+                    }
                 }
-            }
-            _ = tick.tick() => {
-                if link.is_broken() {
-                    return "connection or channel closed";
+                Some(event) = events.next() => {
+                    if let lapin::Event::Error(error) = event {
+                        tracing::warn!(error = %error, "broker connection error");
+                        return "connection error";
+                    }
+                }
+                _ = tick.tick() => {
+                    if link.is_broken() {
+                        return "connection or channel closed";
+                    }
+                    link.check_chain(&self.inner.config.topology).await;
                 }
             }
         }
