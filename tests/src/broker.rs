@@ -32,6 +32,9 @@ pub struct TestBroker {
     channel: Channel,
 }
 
+/// How long a test publish may wait for the broker's confirm.
+const CONFIRM_DEADLINE: Duration = Duration::from_secs(30);
+
 /// What a passive declare says of a queue, read in one step from the
 /// queue's own state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,15 +111,30 @@ impl TestBroker {
     }
 
     /// Messages ready in `queue` once no consumer is attached: everything
-    /// the consumers held unacked has then been returned (the broker
-    /// detaches a consumer and returns what it held in one step of the
-    /// queue's state, and a passive declare reads both from one state).
+    /// the consumers held unacked has then been returned (when a consumer's
+    /// channel goes, the queue returns what it held and removes it in one
+    /// step of its state, and a passive declare reads both from one state).
+    /// A marker message is published first and counted out again: a stats
+    /// read that failed on the broker's side reports 0 ready and 0
+    /// consumers, which must not pass for an empty, settled queue.
     pub async fn settled_count(&self, queue: &str, deadline: Duration) -> u32 {
-        crate::wait::eventually_some(deadline, &format!("no consumer on {queue}"), || async {
-            let state = self.queue_state(queue).await;
-            (state.consumers == 0).then_some(state.ready)
-        })
-        .await
+        self.publish_confirmed(
+            "",
+            queue,
+            b"settled-count marker",
+            BasicProperties::default(),
+        )
+        .await;
+        let ready = crate::wait::eventually_some(
+            deadline,
+            &format!("no consumer on {queue}, and its marker counted"),
+            || async {
+                let state = self.queue_state(queue).await;
+                (state.consumers == 0 && state.ready >= 1).then_some(state.ready)
+            },
+        )
+        .await;
+        ready - 1
     }
 
     /// Proves every delivery from `queue` was acked: call it after the
@@ -138,19 +156,22 @@ impl TestBroker {
         body: &[u8],
         properties: BasicProperties,
     ) {
-        let confirmation = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
+        let publish = async {
+            self.channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = tokio::time::timeout(CONFIRM_DEADLINE, publish)
             .await
-            .expect("publish")
-            .await
-            .expect("confirmation");
+            .unwrap_or_else(|_| panic!("no confirm from the broker within {CONFIRM_DEADLINE:?}"))
+            .expect("publish confirmed");
         assert!(
             confirmation.is_ack(),
             "the broker acked the publish to {exchange:?} / {routing_key:?}: {confirmation:?}"

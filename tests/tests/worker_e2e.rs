@@ -293,6 +293,19 @@ async fn shutdown_commits_and_acks_the_batch_in_hand() {
         committed < i64::try_from(total).unwrap(),
         "stopped before the end"
     );
+    // The first event's batch, then the one held by the lock: no batch was
+    // taken after the stop.
+    let text = metrics.encode();
+    assert_eq!(
+        metric_sum(&text, "idv_worker_batch_size_count"),
+        2.0,
+        "batches taken: {text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "idv_worker_batch_size_sum"),
+        committed as f64,
+        "every delivery of those two batches, and only those, committed"
+    );
     let t = &broker.topology;
     let left = broker.settled_count(&t.events_queue(), DEADLINE).await;
     assert_eq!(

@@ -67,11 +67,14 @@ async fn postgres_unavailable_for_a_while_then_everything_is_processed() {
         )
         .await;
     }
-    // About six retries per lane (100 ms doubling, two lanes): seconds of
-    // outage, longer than any short retry budget a regression might bring.
-    eventually(DEADLINE, "the worker to keep retrying", || async {
-        worker.metrics.infrastructure_retries.get() >= 12
-    })
+    // Ten retries (100 ms doubling, on whichever lanes the people landed):
+    // seconds of outage, past any short retry budget a regression might
+    // bring. The deadline covers all ten on one lane.
+    eventually(
+        Duration::from_secs(90),
+        "the worker to keep retrying",
+        || async { worker.metrics.infrastructure_retries.get() >= 10 },
+    )
     .await;
     eventually(DEADLINE, "/readyz to report the outage", || async {
         worker.get("/readyz").await.0 == 503

@@ -1,17 +1,16 @@
 //! Fail points, for the tests that must land a crash exactly between two
 //! steps (a batch committed, its deliveries not yet acked). Compiled in only
-//! with the `fail-points` feature, which the test crate turns on; without it
-//! every fail point is an empty function. Even when compiled in, nothing
-//! happens unless the process environment asks for it.
+//! with the `fail-points` feature, which the test crate turns on for its
+//! tests (a dev-dependency, so no `cargo build`, release or not, has it);
+//! without it every fail point is an empty function. Even when compiled
+//! in, nothing happens unless the process environment asks for it.
 
-/// `IDV_FAIL_ABORT_AFTER_COMMIT=N`: end the process at once, as a crash
-/// would (no destructor runs, no connection is closed politely), right
-/// after the N-th committed batch and before any of its deliveries is
-/// acked. Exit code [`ABORT_EXIT_CODE`]; no core file is written.
+/// `IDV_FAIL_ABORT_AFTER_COMMIT=N`: the process kills itself with SIGKILL,
+/// as a crash would (no destructor, no exit handler, no polite close),
+/// right after the N-th committed batch of the process and before any of
+/// its deliveries is acked. Batches are counted across the process's lanes:
+/// run with `WORKER_CONSUMERS=1` to know which batch that is.
 pub const ABORT_AFTER_COMMIT: &str = "IDV_FAIL_ABORT_AFTER_COMMIT";
-
-/// How a process ended by a fail point exits.
-pub const ABORT_EXIT_CODE: i32 = 86;
 
 /// Called after a batch of `events` committed and before their acks.
 #[inline]
@@ -37,11 +36,16 @@ mod enabled {
                 .and_then(|n| n.trim().parse().ok())
         });
         let Some(abort_at) = *abort_at else { return };
-        if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == abort_at {
-            eprintln!(
-                "fail point: aborting after commit {abort_at}, before the acks of its {events} events"
-            );
-            std::process::exit(super::ABORT_EXIT_CODE);
+        if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 != abort_at {
+            return;
         }
+        eprintln!(
+            "fail point: killing the process after commit {abort_at}, before the acks of its {events} events"
+        );
+        // This thread (the lane holding the acks) waits here for the signal.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
     }
 }

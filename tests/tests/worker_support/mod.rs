@@ -134,6 +134,9 @@ pub async fn query_json(client: &tokio_postgres::Client, sql: &str, key: &str) -
     serde_json::from_str(&text).expect("json")
 }
 
+/// How long a stopping worker may take to finish its batches and close.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A worker running in this process.
 pub struct RunningWorker {
     pub admin_port: u16,
@@ -173,8 +176,9 @@ impl RunningWorker {
 
     /// Waits for a worker asked to stop to finish, cleanly.
     pub async fn join(self) {
-        self.handle
+        tokio::time::timeout(STOP_DEADLINE, self.handle)
             .await
+            .unwrap_or_else(|_| panic!("the worker did not stop within {STOP_DEADLINE:?}"))
             .expect("worker task")
             .expect("worker stops cleanly");
     }
