@@ -5,8 +5,8 @@
 # PostgreSQL. The tests delete their own on the way out; this is for runs
 # that were killed.
 #
-#   deploy/clean-test-debris.sh TAG   # one test run's (deploy/test.sh passes its tag)
-#   deploy/clean-test-debris.sh       # every test and bench run's
+#   deploy/clean-test-debris.sh TAG     # one test run's (deploy/test.sh passes its tag)
+#   deploy/clean-test-debris.sh --all   # every test and bench run's, running ones too
 #
 # TAG is normalised by the rule the tests and deploy/test.sh use
 # (normalise_run_tag in deploy/services.sh: lowercase letters and digits, at
@@ -19,7 +19,11 @@ cd "$(dirname "$0")/.."
 source deploy/services.sh
 set +e # best effort: one failure does not stop the rest
 
-if [ -n "${1:-}" ]; then
+export LC_ALL=C # the name patterns below mean ASCII, whatever the locale
+if [ -z "${1:-}" ]; then
+  echo "usage: deploy/clean-test-debris.sh TAG | --all (every run's debris, running runs' too)" >&2
+  exit 2
+elif [ "$1" != "--all" ]; then
   tag=$(normalise_run_tag "$1")
   if [ -z "$tag" ]; then
     echo "clean-test-debris: tag $1 has no letters or digits" >&2

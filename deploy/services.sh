@@ -161,6 +161,12 @@ ensure_postgres_login() {
     return 0
   fi
   local password=${IDV_LOCAL_PG_PASSWORD:-idv-local}
+  # It goes into SQL, a shell command, URLs and an env file that is sourced:
+  # only characters that mean nothing in any of them.
+  if ! [[ $password =~ ^[A-Za-z0-9._-]+$ ]]; then
+    echo "error: IDV_LOCAL_PG_PASSWORD may hold only letters, digits, '.', '_' and '-'" >&2
+    return 2
+  fi
   if pg_can_login "postgres://postgres@127.0.0.1:$port/postgres"; then
     export_database_urls postgres "$port"
     write_env_file
