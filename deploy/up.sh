@@ -15,6 +15,10 @@ ensure_rust
 
 default_secret=whsec_test_secret
 export STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET:-$default_secret}
+# Loopback by default: the test secret is public, and idv-ingest refuses it
+# on a listener others can reach. To take real webhooks, put a TLS proxy in
+# front and set a real STRIPE_WEBHOOK_SECRET (see README, "Exposing it").
+export INGEST_LISTEN=${INGEST_LISTEN:-127.0.0.1:4242}
 say "building (release)"
 cargo build --release --quiet -p idv-ingest -p idv-worker
 
@@ -71,7 +75,7 @@ fi
 cat <<MSG
 
 idv-pipeline is up.
-  webhook:  http://127.0.0.1:4242/webhook   ($secret_note)
+  webhook:  http://$INGEST_LISTEN/webhook   ($secret_note)
   ingest:   http://127.0.0.1:9464/metrics   worker: http://127.0.0.1:9465/metrics
 
 Send a signed test event:

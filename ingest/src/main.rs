@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     let settings = telemetry::check_filter(&env)
         .and_then(|()| LogFormat::from_env(&env))
         .and_then(|format| {
-            // lapin logs a returned message whole at warn: keep payloads out of logs.
+            // lapin stays at error whatever RUST_LOG says (see `telemetry`).
             telemetry::init(format, "info,lapin=error");
             Settings::from_env(&env)
         });

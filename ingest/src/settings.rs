@@ -24,6 +24,16 @@ pub struct Settings {
     /// How long a client may take to send its body once the head has
     /// arrived; longer is 408 (`INGEST_BODY_TIMEOUT_MS`).
     pub body_timeout: Duration,
+    /// How long a connection may take to send a request's head; longer is
+    /// 408 and the connection closes (`INGEST_HEAD_TIMEOUT_MS`).
+    pub head_timeout: Duration,
+    /// Connections each HTTP worker holds at once; past it, new ones wait
+    /// in the listen backlog (`INGEST_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// How long `/readyz` says 503 after a stop signal while the webhook
+    /// listener still takes requests, so a load balancer stops sending
+    /// first (`INGEST_SHUTDOWN_DELAY_MS`).
+    pub shutdown_delay: Duration,
     /// Bound on publish + broker confirm before answering 503 (`INGEST_PUBLISH_TIMEOUT_MS`).
     pub publish_timeout: Duration,
     /// Confirm-mode channels shared by all requests (`INGEST_PUBLISH_CHANNELS`).
@@ -60,12 +70,14 @@ impl Settings {
                 ));
             }
         };
+        let listen = env.parse_or(
+            "INGEST_LISTEN",
+            SocketAddr::from(([0, 0, 0, 0], 4242)),
+            "a socket address such as 0.0.0.0:4242",
+        )?;
+        check_test_secret(env, &secrets, listen)?;
         Ok(Self {
-            listen: env.parse_or(
-                "INGEST_LISTEN",
-                SocketAddr::from(([0, 0, 0, 0], 4242)),
-                "a socket address such as 0.0.0.0:4242",
-            )?,
+            listen,
             admin_listen: env.parse_or(
                 "INGEST_ADMIN_LISTEN",
                 SocketAddr::from(([127, 0, 0, 1], 9464)),
@@ -81,8 +93,23 @@ impl Settings {
             // actix bounds only the head; Stripe sends the body at once.
             body_timeout: Duration::from_millis(env.number_or(
                 "INGEST_BODY_TIMEOUT_MS",
-                10_000,
+                5_000,
                 100..=60_000,
+            )?),
+            head_timeout: Duration::from_millis(env.number_or(
+                "INGEST_HEAD_TIMEOUT_MS",
+                3_000,
+                100..=60_000,
+            )?),
+            max_connections: to_usize(env.number_or(
+                "INGEST_MAX_CONNECTIONS",
+                4_096,
+                1..=65_536,
+            )?),
+            shutdown_delay: Duration::from_millis(env.number_or(
+                "INGEST_SHUTDOWN_DELAY_MS",
+                3_000,
+                0..=60_000,
             )?),
             publish_timeout: Duration::from_millis(env.number_or(
                 "INGEST_PUBLISH_TIMEOUT_MS",
@@ -96,6 +123,36 @@ impl Settings {
             expected_livemode,
         })
     }
+}
+
+/// The published test secret lets anyone sign events: it is refused unless
+/// the webhook listener is loopback-only or `INGEST_ALLOW_TEST_SECRET=true`.
+fn check_test_secret(
+    env: &Env,
+    secrets: &[WebhookSecret],
+    listen: SocketAddr,
+) -> Result<(), ConfigError> {
+    const ALLOW: &str = "INGEST_ALLOW_TEST_SECRET";
+    let allowed = match env.optional(ALLOW) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(invalid(ALLOW, "`true` or `false`", Some(other))),
+    };
+    if allowed
+        || listen.ip().is_loopback()
+        || !secrets.iter().any(WebhookSecret::is_published_test_secret)
+    {
+        return Ok(());
+    }
+    Err(invalid(
+        "STRIPE_WEBHOOK_SECRET",
+        &format!(
+            "a secret other than the published test secret `{}` while INGEST_LISTEN \
+             ({listen}) is not loopback; listen on 127.0.0.1 or set {ALLOW}=true",
+            shared::signature::PUBLISHED_TEST_SECRET
+        ),
+        None,
+    ))
 }
 
 /// `AMQP_URL`, checked now so a typo stops start-up with exit code 2. The
@@ -143,7 +200,10 @@ mod tests {
         assert_eq!(settings.listen.to_string(), "0.0.0.0:4242");
         assert_eq!(settings.admin_listen.to_string(), "127.0.0.1:9464");
         assert_eq!(settings.max_body_bytes, 1024 * 1024);
-        assert_eq!(settings.body_timeout, Duration::from_secs(10));
+        assert_eq!(settings.body_timeout, Duration::from_secs(5));
+        assert_eq!(settings.head_timeout, Duration::from_secs(3));
+        assert_eq!(settings.max_connections, 4096);
+        assert_eq!(settings.shutdown_delay, Duration::from_secs(3));
         assert_eq!(settings.publish_timeout, Duration::from_secs(5));
         assert_eq!(settings.expected_livemode, None);
         assert_eq!(settings.topology.events_exchange(), "stripe.events");
@@ -201,6 +261,11 @@ mod tests {
             ("INGEST_BODY_TIMEOUT_MS", "99"),
             ("INGEST_BODY_TIMEOUT_MS", "60001"),
             ("INGEST_BODY_TIMEOUT_MS", "10s"),
+            ("INGEST_HEAD_TIMEOUT_MS", "99"),
+            ("INGEST_MAX_CONNECTIONS", "0"),
+            ("INGEST_MAX_CONNECTIONS", "65537"),
+            ("INGEST_SHUTDOWN_DELAY_MS", "60001"),
+            ("INGEST_ALLOW_TEST_SECRET", "yes"),
         ] {
             let error = Settings::from_env(&env(&[
                 ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
@@ -209,5 +274,30 @@ mod tests {
             .unwrap_err();
             assert_eq!(error.variable, variable);
         }
+    }
+
+    #[test]
+    fn the_published_test_secret_is_refused_unless_loopback_only_or_allowed() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("STRIPE_WEBHOOK_SECRET", "whsec_real,whsec_test_secret")];
+            all.extend_from_slice(pairs);
+            Settings::from_env(&env(&all))
+        };
+        for public in ["0.0.0.0:4242", "[::]:4242", "192.0.2.1:4242"] {
+            let error = with(&[("INGEST_LISTEN", public)]).unwrap_err();
+            assert_eq!(error.variable, "STRIPE_WEBHOOK_SECRET", "{public}");
+            let text = error.to_string();
+            assert!(text.contains("INGEST_ALLOW_TEST_SECRET=true"), "{text}");
+            assert!(!text.contains("whsec_real"), "{text}");
+        }
+        // The default listener is public.
+        assert!(with(&[]).is_err());
+        for loopback in ["127.0.0.1:4242", "127.0.0.2:0", "[::1]:4242"] {
+            assert!(with(&[("INGEST_LISTEN", loopback)]).is_ok(), "{loopback}");
+        }
+        assert!(with(&[("INGEST_ALLOW_TEST_SECRET", "true")]).is_ok());
+        assert!(with(&[("INGEST_ALLOW_TEST_SECRET", "false")]).is_err());
+        // Any other secret may listen anywhere.
+        assert!(Settings::from_env(&env(&[("STRIPE_WEBHOOK_SECRET", "whsec_real")])).is_ok());
     }
 }

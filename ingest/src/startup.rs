@@ -71,9 +71,10 @@ impl Application {
         .context("cannot connect to RabbitMQ at AMQP_URL and declare the topology")?;
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
-        // In-flight requests wait at most the publish timeout for their confirm.
-        let drain_secs = settings.publish_timeout.as_secs() + 5;
+        let drain_secs = drain_secs(&settings);
         let workers = settings.http_workers;
+        let max_connections = settings.max_connections;
+        let head_timeout = settings.head_timeout;
         let state = web::Data::new(AppState {
             settings,
             publisher: publisher.clone(),
@@ -88,6 +89,13 @@ impl Application {
                 .service(web::resource("/webhook").route(web::post().to(webhook::webhook)))
         })
         .workers(workers)
+        // Per worker: a flood of idle or slow connections waits in the
+        // backlog instead of taking memory without bound.
+        .max_connections(max_connections)
+        .client_request_timeout(head_timeout)
+        // After an early answer (a refused request whose body was not
+        // read), unread bytes are discarded for at most this long.
+        .client_disconnect_timeout(Duration::from_secs(1))
         .disable_signals() // shutdown is driven by `run_until_stopped`
         .shutdown_timeout(drain_secs)
         .listen(listener)?
@@ -148,11 +156,25 @@ impl Application {
                 Err(error) => Err(anyhow::Error::new(error).context("HTTP server task failed")),
             },
         };
+        // `/readyz` says 503 first; the listener keeps taking requests for
+        // the delay, so a load balancer stops sending before it closes.
         self.state.draining.store(true, Ordering::SeqCst);
+        let delay = self.state.settings.shutdown_delay;
+        if outcome.is_ok() && !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis(),
+                "readyz says 503; closing the listener after the delay"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = &mut server => {}
+            }
+        }
         server_handle.stop(true).await;
         admin_handle.stop(true).await;
         if !server.is_finished() {
-            let _ = tokio::time::timeout(Duration::from_secs(60), &mut server).await;
+            let drain = Duration::from_secs(drain_secs(&self.state.settings) + 5);
+            let _ = tokio::time::timeout(drain, &mut server).await;
         }
         let _ = admin.await;
         supervisor_stop.cancel();
@@ -161,6 +183,14 @@ impl Application {
         tracing::info!("idv-ingest stopped");
         outcome
     }
+}
+
+/// Whole seconds in-flight requests get to finish once the listener
+/// closes: a request may still be reading its body (the body timeout) and
+/// then waiting for its confirm (the publish timeout).
+fn drain_secs(settings: &Settings) -> u64 {
+    let longest = settings.body_timeout + settings.publish_timeout;
+    longest.as_secs() + u64::from(longest.subsec_nanos() > 0) + 1
 }
 
 /// Completes on SIGTERM or SIGINT.

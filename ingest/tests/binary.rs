@@ -136,3 +136,214 @@ async fn sigterm_stops_it_cleanly() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_published_test_secret_is_refused_on_a_public_listener() {
+    let output = finish(
+        ingest()
+            .env("STRIPE_WEBHOOK_SECRET", "whsec_live_one,whsec_test_secret")
+            .env("INGEST_LISTEN", "0.0.0.0:0"),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("STRIPE_WEBHOOK_SECRET"), "{stderr}");
+    assert!(stderr.contains("INGEST_ALLOW_TEST_SECRET"), "{stderr}");
+    assert!(!stderr.contains("whsec_live_one"), "{stderr}");
+
+    // On loopback, or with the opt-in, the settings pass: the unreachable
+    // broker is what stops it (exit 1).
+    for (listen, allow) in [("127.0.0.1:0", None), ("0.0.0.0:0", Some("true"))] {
+        let mut command = ingest();
+        command
+            .env("STRIPE_WEBHOOK_SECRET", "whsec_test_secret")
+            .env("INGEST_LISTEN", listen)
+            .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
+        if let Some(allow) = allow {
+            command.env("INGEST_ALLOW_TEST_SECRET", allow);
+        }
+        let output = finish(&mut command).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{listen}: {stderr}");
+        assert!(stderr.contains("cannot connect to RabbitMQ"), "{stderr}");
+    }
+}
+
+/// Reads `from` to its end into `into`, as it arrives.
+fn collect(
+    mut from: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 8192];
+        while let Ok(read) = from.read(&mut buffer).await {
+            if read == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buffer[..read]);
+        }
+    })
+}
+
+/// POSTs `body` to `path` on `port` over a raw connection; returns the status line.
+async fn post(port: u16, body: &[u8], signature: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nStripe-Signature: {signature}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn no_payload_reaches_the_log_even_at_trace() {
+    use std::sync::{Arc, Mutex};
+
+    use lapin::options::QueueDeleteOptions;
+
+    let amqp_url = std::env::var("IDV_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let tag: String = std::env::var("IDV_TEST_RUN")
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let tag = if tag.is_empty() {
+        "local".to_owned()
+    } else {
+        tag.to_ascii_lowercase()
+    };
+    let prefix = format!("test-{tag}-log{}.", std::process::id());
+    let topology = Topology::new(&prefix).unwrap();
+    let mut child = ingest()
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
+        .env("AMQP_URL", &amqp_url)
+        .env("AMQP_PREFIX", &prefix)
+        .env("RUST_LOG", "trace")
+        .env("LOG_FORMAT", "json")
+        .spawn()
+        .unwrap();
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let readers = [
+        collect(child.stdout.take().unwrap(), stdout.clone()),
+        collect(child.stderr.take().unwrap(), stderr.clone()),
+    ];
+    // The port is in the `idv-ingest serving` line.
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+            let serving = text.lines().find_map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                (value["message"] == "idv-ingest serving").then(|| value["port"].as_u64())?
+            });
+            if let Some(port) = serving {
+                return u16::try_from(port).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("idv-ingest starts serving");
+
+    let event = |id: &str, event_type: &str, marker: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "id": id, "object": "event", "type": event_type, "created": 1_767_230_000,
+            "livemode": false,
+            "data": {"object": {"id": "vs_log", "status": "processing", "client_reference_id": marker}},
+        }))
+        .unwrap()
+    };
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let secret = shared::WebhookSecret::parse("whsec_x").unwrap();
+    // A normal publish.
+    let published = event(
+        "evt_log1",
+        "identity.verification_session.processing",
+        "MARKER_PUBLISHED_7f3a",
+    );
+    let status = post(
+        port,
+        &published,
+        &shared::sign_test_header(&secret, &published, now),
+    )
+    .await;
+    assert!(status.contains("200"), "{status}");
+    // A returned one: with the unrouted queue gone, an event no binding
+    // matches comes back from the broker (the chain check refuses it once
+    // it notices, so this is sent at once).
+    let connection = Connection::connect(&amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            topology.unrouted_queue().as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let returned = event("evt_log2", "customer.created", "MARKER_RETURNED_9c1d");
+    let status = post(
+        port,
+        &returned,
+        &shared::sign_test_header(&secret, &returned, now),
+    )
+    .await;
+    assert!(status.contains("503"), "{status}");
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("idv-ingest stops after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    topology::delete(&channel, &topology).await.unwrap();
+
+    let logged = [stdout, stderr]
+        .iter()
+        .map(|buffer| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned())
+        .collect::<String>();
+    assert!(
+        logged.contains("evt_log1") && logged.lines().count() > 20,
+        "RUST_LOG=trace logs: {} lines",
+        logged.lines().count()
+    );
+    for marker in ["MARKER_PUBLISHED_7f3a", "MARKER_RETURNED_9c1d"] {
+        // As text, and as `Debug` prints a `Vec<u8>`: `[77, 65, …]`.
+        let bytes = format!("{:?}", marker.as_bytes());
+        let bytes = bytes.trim_start_matches('[').trim_end_matches(']');
+        let line = logged
+            .lines()
+            .find(|line| line.contains(marker) || line.contains(bytes));
+        assert!(line.is_none(), "{marker} logged: {line:?}");
+    }
+}

@@ -18,6 +18,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// Stripe's default tolerance between the signed timestamp and now.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
+/// The secret the tests, the fixtures and the quick start sign with. It is
+/// public, so anyone can sign with it: services refuse it on a listener
+/// others can reach.
+pub const PUBLISHED_TEST_SECRET: &str = "whsec_test_secret";
+
 /// A webhook endpoint secret (`whsec_…`). Never printed.
 #[derive(Clone)]
 pub struct WebhookSecret(SecretString);
@@ -29,6 +34,11 @@ impl WebhookSecret {
             Some(rest) if !rest.is_empty() => Ok(Self(SecretString::from(raw.to_owned()))),
             _ => Err("a Stripe webhook secret starting with `whsec_`"),
         }
+    }
+
+    /// True for [`PUBLISHED_TEST_SECRET`], which anyone can sign with.
+    pub fn is_published_test_secret(&self) -> bool {
+        self.0.expose_secret() == PUBLISHED_TEST_SECRET
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -133,6 +143,25 @@ impl SignatureVerifier {
         Self { secrets, tolerance }
     }
 
+    /// Checks what can be checked before the body has arrived: the header
+    /// is present, well formed, carries a `v1` and a timestamp within the
+    /// tolerance. Cheap, so a server can refuse a request before reading
+    /// (or buffering) its body; [`SignatureVerifier::verify`] still has to
+    /// pass once the body is whole.
+    pub fn check_header(&self, header: Option<&str>, now_unix: i64) -> Result<(), SignatureError> {
+        let parsed = parse_header(header.ok_or(SignatureError::MissingHeader)?)?;
+        self.check_timestamp(parsed.timestamp, now_unix)
+    }
+
+    fn check_timestamp(&self, timestamp: i64, now_unix: i64) -> Result<(), SignatureError> {
+        if now_unix.abs_diff(timestamp) > self.tolerance.as_secs() {
+            return Err(SignatureError::TimestampOutOfTolerance {
+                tolerance_secs: self.tolerance.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks `header` for `body` at `now_unix` (seconds).
     pub fn verify(
         &self,
@@ -169,13 +198,7 @@ impl SignatureVerifier {
         if !matched {
             return Err(SignatureError::NoMatchingSignature);
         }
-        let skew = now_unix.abs_diff(parsed.timestamp);
-        if skew > self.tolerance.as_secs() {
-            return Err(SignatureError::TimestampOutOfTolerance {
-                tolerance_secs: self.tolerance.as_secs(),
-            });
-        }
-        Ok(())
+        self.check_timestamp(parsed.timestamp, now_unix)
     }
 }
 
@@ -304,6 +327,40 @@ mod tests {
         // Too far in the future is refused the same way.
         assert_eq!(verifier.verify(Some(&good), body, 699), stale);
         assert_eq!(verifier.verify(Some(&good), body, 1300), Ok(()));
+    }
+
+    #[test]
+    fn the_header_is_checked_without_the_body() {
+        let verifier = verifier(&["whsec_test_secret"]);
+        let good = sign_test_header(&secret("whsec_test_secret"), b"{}", 1000);
+        assert_eq!(verifier.check_header(Some(&good), 1000), Ok(()));
+        // A forged signature with a current timestamp passes this check:
+        // only `verify`, with the body, can refuse it.
+        assert_eq!(verifier.check_header(Some("t=1000,v1=00"), 1300), Ok(()));
+        assert_eq!(
+            verifier.check_header(None, 1000),
+            Err(SignatureError::MissingHeader)
+        );
+        assert_eq!(
+            verifier.check_header(Some("t=x,v1=00"), 1000),
+            Err(SignatureError::MalformedHeader)
+        );
+        assert_eq!(
+            verifier.check_header(Some("t=1000,v0=00"), 1000),
+            Err(SignatureError::NoV1Signature)
+        );
+        let stale = Err(SignatureError::TimestampOutOfTolerance {
+            tolerance_secs: 300,
+        });
+        assert_eq!(verifier.check_header(Some(&good), 1301), stale);
+        assert_eq!(verifier.check_header(Some(&good), 699), stale);
+    }
+
+    #[test]
+    fn the_published_test_secret_is_recognised() {
+        assert!(secret(PUBLISHED_TEST_SECRET).is_published_test_secret());
+        assert!(secret(" whsec_test_secret ").is_published_test_secret());
+        assert!(!secret("whsec_test_secret2").is_published_test_secret());
     }
 
     #[test]

@@ -3,8 +3,18 @@
 //! Each binary checks `RUST_LOG` with [`check_filter`] when it loads its
 //! settings, so a typo stops start-up instead of silently logging with the
 //! default filter.
+//!
+//! Whatever `RUST_LOG` says, lapin logs only errors and `amq_protocol*`
+//! nothing: lapin prints a returned message whole at `warn` and frames
+//! (message bodies included) at `trace`, and payloads never reach a log.
 
-use tracing_subscriber::EnvFilter;
+use tracing::Subscriber;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::{FilterExt, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{ConfigError, Env, invalid};
 
@@ -58,22 +68,101 @@ pub fn init(format: LogFormat, default_filter: &str) {
         }),
         _ => EnvFilter::new(default_filter),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_set = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
+    let _already_set = subscriber(format, filter, std::io::stderr).try_init();
+}
+
+/// The targets kept quiet on top of any filter: they would print message
+/// bodies. A separate filter, not directives added to the user's, so no
+/// directive (a more specific target, a span filter) can open them again.
+fn quiet_targets() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("lapin", LevelFilter::ERROR)
+        // Matches every target starting so: amq_protocol_types, _uri, …
+        .with_target("amq_protocol", LevelFilter::OFF)
+}
+
+/// The subscriber [`init`] installs, writing to `writer`.
+fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filters = filter.and(quiet_targets());
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Text => {
+            Box::new(tracing_subscriber::registry().with(layer.with_filter(filters)))
+        }
+        LogFormat::Json => Box::new(
+            tracing_subscriber::registry().with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_filter(filters),
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::{Arc, Mutex};
+
+    /// A writer that keeps what is written, for reading back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lapin_and_amq_protocol_stay_quiet_whatever_the_filter() {
+        for raw in [
+            "trace",
+            "lapin=trace,amq_protocol=trace",
+            "lapin::returned_messages=trace,amq_protocol_types=trace",
+            "[publish]=trace",
+        ] {
+            for format in [LogFormat::Text, LogFormat::Json] {
+                let captured = Captured::default();
+                let writer = captured.clone();
+                let subscriber = subscriber(format, EnvFilter::new(raw), move || writer.clone());
+                tracing::subscriber::with_default(subscriber, || {
+                    let span = tracing::info_span!("publish");
+                    let _entered = span.enter();
+                    tracing::warn!(target: "lapin::returned_messages", "payload-lapin-warn");
+                    tracing::trace!(target: "lapin::frames", "payload-lapin-trace");
+                    tracing::error!(target: "amq_protocol::frame", "payload-amq-error");
+                    tracing::trace!(target: "amq_protocol_types", "payload-amq-types");
+                    tracing::error!(target: "lapin::channel", "lapin-error-kept");
+                    tracing::info!(target: "ingest", "ours-kept");
+                });
+                let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+                assert!(!text.contains("payload-"), "{raw:?} {format:?}: {text}");
+                // What the filter opens elsewhere stays open.
+                if raw == "trace" {
+                    assert!(text.contains("lapin-error-kept"), "{format:?}: {text}");
+                }
+                if raw == "trace" || raw.starts_with('[') {
+                    assert!(text.contains("ours-kept"), "{raw:?} {format:?}: {text}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_filter_is_checked_when_set() {

@@ -562,9 +562,12 @@ async fn a_body_that_never_finishes_is_413_when_it_passes_the_limit_without_a_le
     let mut connection = ingest.raw_connection().await;
     let started = Instant::now();
     // Chunked: no Content-Length, so the limit is enforced while reading.
+    // A current timestamp passes the check made before the body is read;
+    // the signature itself can only be checked once the body is whole.
+    let signature = format!("t={},v1=00", now_unix());
     connection
         .send_head(&[
-            ("Stripe-Signature", "t=1,v1=00"),
+            ("Stripe-Signature", &signature),
             ("Transfer-Encoding", "chunked"),
         ])
         .await;
@@ -923,4 +926,287 @@ async fn under_concurrent_nacks_from_two_http_workers_every_200_is_stored_and_no
         "answered 503 but stored: {stored_refused:?}"
     );
     eprintln!("{} accepted, {} refused", accepted.len(), refused.len());
+}
+
+#[tokio::test]
+async fn an_unauthenticated_request_is_400_before_its_body_is_sent() {
+    let broker = TestBroker::new().await;
+    // A body timeout far longer than the test waits: only a check made
+    // before reading the body can answer in time.
+    let ingest = TestIngest::spawn(&broker, &[("INGEST_BODY_TIMEOUT_MS", "30000")]).await;
+    let length = (900 * 1024).to_string();
+    let stale = format!("t={},v1={}", now_unix() - 3600, "0".repeat(64));
+    let cases: [(Option<&str>, &str); 3] = [
+        (None, "missing Stripe-Signature header"),
+        (Some(&stale), "timestamp outside"),
+        (Some("nonsense"), "malformed Stripe-Signature header"),
+    ];
+    for (signature, reason) in cases {
+        let mut connection = ingest.raw_connection().await;
+        let mut head = vec![
+            ("Content-Type", "application/json"),
+            ("Content-Length", length.as_str()),
+        ];
+        if let Some(signature) = signature {
+            head.push(("Stripe-Signature", signature));
+        }
+        let started = Instant::now();
+        // Only the head: not one byte of the 900 KiB body is sent.
+        connection.send_head(&head).await;
+        let (status, body) = connection
+            .response(Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|why| panic!("{reason}: no answer before the body: {why}"));
+        assert_eq!(status, 400, "{reason}: {body}");
+        assert!(body.contains(reason), "{body} should say {reason:?}");
+        eprintln!("{reason}: 400 after {:?}", started.elapsed());
+    }
+    let event = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(event.clone()).await.status(), 200);
+    assert_only_published(&broker, &event).await;
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits`.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// One unauthenticated connection of a flood, held open until `stop`:
+/// kind 0 sends a head with a stale signature and a 900 KiB length, then
+/// trickles its body, and counts in `refused` a 400 answered to it; kind 1
+/// a head with a current timestamp, a forged signature and a 1 MiB length,
+/// then stalls; kind 2 trickles its head.
+async fn flood_connection(
+    address: String,
+    kind: usize,
+    counts: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let [connected, refused] = &*counts;
+    let Ok(stream) = tokio::net::TcpStream::connect(&address).await else {
+        return;
+    };
+    connected.fetch_add(1, Ordering::SeqCst);
+    let head = match kind {
+        0 => format!(
+            "POST /webhook HTTP/1.1\r\nHost: x\r\nStripe-Signature: t=1,v1={}\r\nContent-Length: {}\r\n\r\n",
+            "0".repeat(64),
+            900 * 1024
+        ),
+        1 => format!(
+            "POST /webhook HTTP/1.1\r\nHost: x\r\nStripe-Signature: t={},v1={}\r\nContent-Length: {}\r\n\r\n",
+            now_unix(),
+            "0".repeat(64),
+            1024 * 1024
+        ),
+        _ => "POST /webhook HTTP/1.1\r\nHost: x\r\n".to_owned(),
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    if writer.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let trickle = match kind {
+        0 => vec![b'x'; 1024],
+        1 => Vec::new(),
+        _ => b"X".to_vec(),
+    };
+    let mut answer = Vec::new();
+    let mut buffer = [0_u8; 1024];
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            read = reader.read(&mut buffer) => match read {
+                Ok(read) if read > 0 => {
+                    answer.extend_from_slice(&buffer[..read]);
+                    if kind == 0 && answer.starts_with(b"HTTP/1.1 400") {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        // Answered: hold nothing more, as an attacker
+                        // would reconnect.
+                        drop(writer);
+                        stop.cancelled().await;
+                        return;
+                    }
+                }
+                // Closed by ingest: hold nothing more.
+                _ => {
+                    stop.cancelled().await;
+                    return;
+                }
+            },
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if !trickle.is_empty() {
+                    let _ = writer.write_all(&trickle).await;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_event() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The test holds both ends of every connection: two files each, and
+    // room left for the broker, the client and the runtime.
+    let limit = open_files_limit().unwrap_or(1024);
+    let count = 2_400.min(limit.saturating_sub(512) / 2);
+    eprintln!("open files limit {limit}: flooding with {count} connections");
+    assert!(
+        count >= 300,
+        "the open files limit ({limit}) is too low for this test"
+    );
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let address = ingest.address.trim_start_matches("http://").to_owned();
+    // Connected, and refused with a 400.
+    let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let attackers: Vec<_> = (0..count)
+        .map(|i| {
+            tokio::spawn(flood_connection(
+                address.clone(),
+                i % 3,
+                counts.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    eventually(DEADLINE, "the flood to be connected", || async {
+        counts[0].load(Ordering::SeqCst) == count
+    })
+    .await;
+    // The stale ones are refused on their head, without waiting for their
+    // body: the server holds none of them.
+    let stale = count.div_ceil(3);
+    let refused = Instant::now();
+    eventually(
+        Duration::from_secs(3),
+        "every stale head to be refused before its body",
+        || async { counts[1].load(Ordering::SeqCst) == stale },
+    )
+    .await;
+    eprintln!(
+        "{stale} stale heads refused 400 within {:?}",
+        refused.elapsed()
+    );
+    let mut slowest = Duration::ZERO;
+    for i in 0..5 {
+        let body = padded_event(&format!("evt_flood{i}"), 10);
+        let started = Instant::now();
+        let status = ingest.post_signed(body).await.status();
+        let took = started.elapsed();
+        assert_eq!(status, 200, "signed event {i}");
+        assert!(
+            took < Duration::from_secs(2),
+            "signed event {i} answered after {took:?} under the flood"
+        );
+        slowest = slowest.max(took);
+    }
+    eprintln!("{count} flood connections held: slowest signed event answered 200 in {slowest:?}");
+    stop.cancel();
+    for attacker in attackers {
+        let _ = attacker.await;
+    }
+    broker
+        .wait_for_count(&broker.topology.events_queue(), 5, DEADLINE)
+        .await;
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_http_worker() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("INGEST_HTTP_WORKERS", "1"),
+            ("INGEST_MAX_CONNECTIONS", "8"),
+            ("INGEST_HEAD_TIMEOUT_MS", "30000"),
+        ],
+    )
+    .await;
+    // Eight connections that never send a request hold every place.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(ingest.raw_connection().await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let event = fixture("evt_processing.json");
+    let signature = sign_now(TEST_SECRET, &event);
+    let length = event.len().to_string();
+    let mut ninth = ingest.raw_connection().await;
+    ninth
+        .send_head(&[
+            ("Stripe-Signature", &signature),
+            ("Content-Type", "application/json"),
+            ("Content-Length", &length),
+        ])
+        .await;
+    ninth.send(&event).await;
+    let waiting = ninth.response(Duration::from_millis(700)).await;
+    assert!(
+        waiting.is_err(),
+        "a ninth connection was served past the cap: {waiting:?}"
+    );
+    // A place frees up: the waiting connection is taken and answered.
+    drop(idle.pop());
+    let (status, body) = ninth
+        .response(Duration::from_secs(5))
+        .await
+        .expect("answered once a place is free");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn on_stop_readyz_is_503_while_the_listener_still_answers_then_it_closes() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[("INGEST_SHUTDOWN_DELAY_MS", "2000")]).await;
+    assert_eq!(ingest.admin("/readyz").await.0, 200);
+    let stop = ingest.stop_token();
+    let stopped_at = Instant::now();
+    stop.cancel();
+    eventually(DEADLINE, "readyz to say 503 after the stop", || async {
+        ingest.admin("/readyz").await.0 == 503
+    })
+    .await;
+    // The load balancer has not noticed yet: an event still arrives and
+    // is taken, on a new connection.
+    let body = fixture("evt_verified.json");
+    let signature = sign_now(TEST_SECRET, &body);
+    let response = reqwest::Client::new()
+        .post(format!("{}/webhook", ingest.address))
+        .header("Stripe-Signature", signature)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("the listener still answers during the delay");
+    assert_eq!(response.status(), 200);
+    assert!(
+        stopped_at.elapsed() < Duration::from_millis(1500),
+        "the checks took too long to prove anything"
+    );
+    let listener = ingest.address.trim_start_matches("http://").to_owned();
+    eventually(
+        DEADLINE,
+        "the listener to close after the delay",
+        || async { tokio::net::TcpStream::connect(&listener).await.is_err() },
+    )
+    .await;
+    let closed_after = stopped_at.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(2000),
+        "the listener closed after {closed_after:?}, before the delay"
+    );
+    ingest.join().await.expect("ingest stops cleanly");
+    assert_eq!(
+        broker
+            .get(&broker.topology.events_queue(), DEADLINE)
+            .await
+            .body,
+        body
+    );
 }

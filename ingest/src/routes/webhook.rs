@@ -4,9 +4,9 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::{CONTENT_LENGTH, ContentType, HeaderMap};
-use actix_web::web::{self, BytesMut};
+use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use shared::EventEnvelope;
 use tracing::Instrument;
 
@@ -20,6 +20,11 @@ const RECEIVED: &str = r#"{"received":true}"#;
 
 /// Longest `X-Request-Id` taken from a caller; anything else gets a new one.
 const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Most reserved for a body before any of it arrives, whatever its
+/// `Content-Length` says: the header is not yet authenticated. Larger
+/// bodies grow the buffer as their bytes come.
+const MAX_PREALLOCATED_BODY: usize = 32 * 1024;
 
 pub async fn webhook(
     request: HttpRequest,
@@ -71,12 +76,6 @@ async fn receive(
     let received_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    // actix bounds only the head: the body gets its own deadline.
-    let limit = state.settings.max_body_bytes;
-    let body_timeout = state.settings.body_timeout;
-    let body = tokio::time::timeout(body_timeout, read_body(request.headers(), payload, limit))
-        .await
-        .map_err(|_| WebhookError::BodyTimeout(body_timeout))??;
     let signature = match request.headers().get("Stripe-Signature") {
         None => None,
         Some(value) => Some(
@@ -86,6 +85,20 @@ async fn receive(
         ),
     };
     let now = i64::try_from(received_at.as_secs()).unwrap_or(i64::MAX);
+    // Nothing costly before authentication: a missing, malformed or stale
+    // signature is refused before a byte of the body is read.
+    state.settings.verifier.check_header(signature, now)?;
+    // actix bounds only the head: the body gets its own deadline.
+    let limit = state.settings.max_body_bytes;
+    let body_timeout = state.settings.body_timeout;
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    let body = tokio::time::timeout(body_timeout, read_body(declared, payload, limit))
+        .await
+        .map_err(|_| WebhookError::BodyTimeout(body_timeout))??;
     state.settings.verifier.verify(signature, &body, now)?;
     let envelope = EventEnvelope::parse(&body)?;
     tracing::Span::current().record("event_id", envelope.id.as_str());
@@ -128,20 +141,18 @@ async fn receive(
     }
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit`.
-async fn read_body(
-    headers: &HeaderMap,
-    mut payload: web::Payload,
+/// Reads the whole body, refusing it as soon as it passes `limit`. The
+/// `declared` length is the sender's word only: it can refuse a body at
+/// once, but never reserves more than [`MAX_PREALLOCATED_BODY`].
+async fn read_body<E>(
+    declared: Option<usize>,
+    mut payload: impl Stream<Item = Result<Bytes, E>> + Unpin,
     limit: usize,
 ) -> Result<BytesMut, WebhookError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
         return Err(WebhookError::TooLarge { limit });
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(MAX_PREALLOCATED_BODY));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| WebhookError::BodyRead)?;
         if body.len() + chunk.len() > limit {
@@ -163,4 +174,42 @@ fn request_id(headers: &HeaderMap) -> String {
                 && id.bytes().all(|b| b.is_ascii_graphic())
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, ()>> + Unpin {
+        futures_util::stream::iter(parts.iter().map(|part| Ok(Bytes::from_static(part))))
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_reserves_at_most_a_small_buffer() {
+        let body = read_body(Some(1_000_000), chunks(&[b"{}"]), 1024 * 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"{}");
+        assert!(
+            body.capacity() <= MAX_PREALLOCATED_BODY,
+            "reserved {} bytes on the sender's word",
+            body.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_is_refused_past_the_limit_declared_or_not() {
+        let declared = read_body(Some(11), chunks(&[b"x"]), 10).await;
+        assert!(matches!(
+            declared,
+            Err(WebhookError::TooLarge { limit: 10 })
+        ));
+        let streamed = read_body(None, chunks(&[b"123456", b"78901"]), 10).await;
+        assert!(matches!(
+            streamed,
+            Err(WebhookError::TooLarge { limit: 10 })
+        ));
+        let exact = read_body(None, chunks(&[b"12345", b"67890"]), 10).await;
+        assert_eq!(&exact.unwrap()[..], b"1234567890");
+    }
 }
