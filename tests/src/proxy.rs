@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -15,6 +16,10 @@ enum Mode {
     Freeze,
     /// Close every connection and refuse new ones: a peer that is gone.
     Refuse,
+    /// New connections carry PostgreSQL's start-up exchange (up to the
+    /// server's first ReadyForQuery), then hang: a server that accepts
+    /// connections but answers no query.
+    HangAfterStartup,
 }
 
 /// Forwards connections to `upstream` until told otherwise.
@@ -54,6 +59,15 @@ impl TcpProxy {
         self.mode.send_replace(Mode::Freeze);
     }
 
+    /// New connections complete PostgreSQL's start-up, then no byte moves
+    /// either way, until cut: PostgreSQL stuck after accepting connections,
+    /// or a pooler in front of a server that stopped answering (PgBouncer
+    /// authenticates clients itself). Connections already open keep going.
+    /// Cut before restoring.
+    pub fn hang_after_startup(&self) {
+        self.mode.send_replace(Mode::HangAfterStartup);
+    }
+
     /// Lets new connections through again.
     pub fn restore(&self) {
         self.mode.send_replace(Mode::Forward);
@@ -83,7 +97,73 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, mode: watch::S
             Mode::Forward => {
                 tokio::spawn(forward(client, upstream, changes));
             }
+            Mode::HangAfterStartup => {
+                tokio::spawn(forward_startup(client, upstream, changes));
+            }
         }
+    }
+}
+
+/// Forwards PostgreSQL's start-up exchange, then holds both ends silent
+/// until cut.
+async fn forward_startup(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut changes: watch::Receiver<Mode>,
+) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let up = async {
+        let mut buffer = [0_u8; 4096];
+        loop {
+            match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if server_write.write_all(&buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    // Server messages are a type byte and a big-endian length that counts
+    // itself; the start-up ends with the first ReadyForQuery ('Z').
+    let down = async {
+        let mut buffer = [0_u8; 4096];
+        let mut unparsed = Vec::new();
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                return false;
+            }
+            unparsed.extend_from_slice(&buffer[..n]);
+            while unparsed.len() >= 5 {
+                let length =
+                    u32::from_be_bytes([unparsed[1], unparsed[2], unparsed[3], unparsed[4]]);
+                let end = 1 + usize::try_from(length).unwrap_or(usize::MAX);
+                if unparsed.len() < end {
+                    break;
+                }
+                if unparsed[0] == b'Z' {
+                    return true;
+                }
+                unparsed.drain(..end);
+            }
+        }
+    };
+    let started = tokio::select! {
+        () = up => false,
+        started = down => started,
+        _ = changes.wait_for(|m| *m == Mode::Refuse) => false,
+    };
+    if started {
+        let _ = changes.wait_for(|m| *m == Mode::Refuse).await;
     }
 }
 

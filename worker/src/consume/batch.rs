@@ -55,7 +55,7 @@ fn received_at_ms(delivery: &Delivery) -> Option<i64> {
 
 /// Backoff while PostgreSQL is unavailable: from 100 ms to 5 s, forever
 /// (until shutdown): an outage never spends a message's attempts.
-fn database_backoff() -> ExponentialBuilder {
+pub(super) fn database_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
