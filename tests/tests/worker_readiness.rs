@@ -1,13 +1,13 @@
 //! `/readyz` checks the database itself: an idle worker (no event to fail
-//! on) whose PostgreSQL goes away, through a proxy only this test uses,
-//! says 503, and 200 again once it is back, without a restart.
+//! on) whose PostgreSQL goes away, or hangs, through a proxy only this test
+//! uses, says 503, and 200 again once it is back, without a restart; a
+//! worker whose every lane waits on a row lock is still ready.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
 #[path = "worker_support/mod.rs"]
 mod support;
 
-use std::net::{SocketAddr, ToSocketAddrs as _};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
@@ -15,31 +15,8 @@ use idv_tests::proxy::TcpProxy;
 use idv_tests::wait::eventually;
 use serde_json::Value;
 use support::*;
-use tokio_postgres::config::Host;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The PostgreSQL server `url` names, read with the driver's own parser.
-fn server_of(url: &str) -> SocketAddr {
-    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
-    let Some(Host::Tcp(host)) = config.get_hosts().first() else {
-        panic!("the test database is reached over TCP");
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    (host.as_str(), port)
-        .to_socket_addrs()
-        .expect("the database host resolves")
-        .next()
-        .expect("an address")
-}
-
-/// `url` with its `host[:port]` (after any `user:password@`) replaced by `addr`.
-fn through(url: &str, addr: SocketAddr) -> String {
-    let start = url.find("://").expect("a URL") + 3;
-    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let host_start = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
-    format!("{}{addr}{}", &url[..host_start], &url[end..])
-}
 
 async fn readyz(worker: &RunningWorker) -> (u16, Value) {
     let (status, body) = worker.get("/readyz").await;
@@ -50,12 +27,8 @@ async fn readyz(worker: &RunningWorker) -> (u16, Value) {
 async fn an_idle_worker_is_not_ready_while_its_database_is_away() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
     migrate(&settings(Some(&broker), &db, &[])).await;
-    let proxy = TcpProxy::start(server_of(&db.url)).await;
-    let via_proxy = through(&db.url, proxy.addr());
-    assert_ne!(
-        via_proxy, db.url,
-        "the worker's database goes through the proxy"
-    );
+    let proxy = TcpProxy::start(db.server_addr()).await;
+    let via_proxy = db.url_via(proxy.addr());
     let worker = RunningWorker::start(settings(
         Some(&broker),
         &db,
@@ -85,5 +58,113 @@ async fn an_idle_worker_is_not_ready_while_its_database_is_away() {
         0,
         "no batch met the outage: /readyz found it by itself"
     );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_hung_database_is_not_ready_and_each_scrape_answers_promptly() {
+    let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
+    migrate(&settings(Some(&broker), &db, &[])).await;
+    let proxy = TcpProxy::start(db.server_addr()).await;
+    let via_proxy = db.url_via(proxy.addr());
+    let worker = RunningWorker::start(settings(
+        Some(&broker),
+        &db,
+        &[("DATABASE_URL", via_proxy.as_str())],
+    ))
+    .await;
+    eventually(DEADLINE, "/readyz 200 once consuming", || async {
+        readyz(&worker).await.0 == 200
+    })
+    .await;
+
+    // PostgreSQL takes the bytes and never answers.
+    proxy.freeze();
+    eventually(DEADLINE, "/readyz 503 with the database hung", || async {
+        let started = Instant::now();
+        let (status, body) = readyz(&worker).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a scrape took {:?}: the check is not bounded",
+            started.elapsed()
+        );
+        status == 503 && body["database"] == false
+    })
+    .await;
+    // Back, but the frozen connections stay frozen (as half-open TCP
+    // connections would): the check must not keep waiting on one.
+    proxy.restore();
+    eventually(DEADLINE, "/readyz 200 with the database back", || async {
+        readyz(&worker).await.0 == 200
+    })
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_lanes_all_wait_on_a_row_lock_is_still_ready() {
+    let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
+    let worker_settings = settings(Some(&broker), &db, &[("WORKER_CONSUMERS", "1")]);
+    migrate(&worker_settings).await;
+    let worker = RunningWorker::start(worker_settings).await;
+    let client = db.client().await;
+    let event = |i: usize| {
+        failed(
+            &format!("evt_rl{i}"),
+            &format!("vs_rl{i}"),
+            "user_rl",
+            1_700_000_000,
+            "document_expired",
+        )
+    };
+    let requires_input = "identity.verification_session.requires_input";
+    publish(&broker, requires_input, &event(0)).await;
+    eventually(DEADLINE, "the first event committed", || async {
+        event_count(&client).await == 1
+    })
+    .await;
+
+    // The lane's next batch waits for the test's lock, holding the lane's
+    // only pooled connection.
+    let holder = db.client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .query(
+            "SELECT key FROM subjects WHERE key = 'user_rl' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    publish(&broker, requires_input, &event(1)).await;
+    eventually(DEADLINE, "the lane waiting on the held row", || async {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                 AND wait_event_type = 'Lock'",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        waiting > 0
+    })
+    .await;
+    // Past the cached answer and the last transaction's grace: every
+    // scrape over two seconds must find PostgreSQL answering.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2) {
+        let (status, body) = readyz(&worker).await;
+        assert_eq!(
+            (status, &body["database"]),
+            (200, &Value::Bool(true)),
+            "a busy worker with a healthy database: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    eventually(DEADLINE, "the held event committed", || async {
+        event_count(&client).await == 2
+    })
+    .await;
     worker.stop().await;
 }

@@ -22,16 +22,21 @@ use crate::store::{self, Rules, Store};
 pub struct Application {
     context: Arc<Context>,
     admin: TcpListener,
+    /// `/readyz`'s own connection to PostgreSQL (see [`Readiness`]).
+    readiness_pool: deadpool_postgres::Pool,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = store::connect_pool(&settings.database_url, settings.pool_size).await?;
+        let readiness_pool = store::connect_pool(&settings.database_url, 1).await?;
         declare_topology(&settings).await?;
         let admin = TcpListener::bind(settings.admin_listen)
             .with_context(|| format!("binding WORKER_ADMIN_LISTEN {}", settings.admin_listen))?;
         admin.set_nonblocking(true)?;
         info!(
+            // The bound address: with port 0, the only place to learn it.
+            admin = %admin.local_addr()?,
             consumers = settings.consumers,
             pool_size = settings.pool_size,
             prefetch = settings.prefetch,
@@ -50,6 +55,7 @@ impl Application {
                 shutdown: CancellationToken::new(),
             }),
             admin,
+            readiness_pool,
         })
     }
 
@@ -71,7 +77,7 @@ impl Application {
     /// batches in hand, closes the broker links and the admin listener.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let ctx = self.context;
-        let readiness = Readiness::new(Arc::clone(&ctx.health), ctx.store.clone());
+        let readiness = Readiness::new(Arc::clone(&ctx.health), self.readiness_pool);
         let server = crate::admin::serve(self.admin, Arc::new(readiness), Arc::clone(&ctx.metrics))
             .context("starting the admin listener")?;
         let server_handle = server.handle();

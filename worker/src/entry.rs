@@ -3,19 +3,27 @@
 //! one), logging, a multi-threaded runtime, build (exit 1 when PostgreSQL or
 //! the broker cannot be reached), SIGTERM/SIGINT handling, run.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use shared::config::Env;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{Application, cancel_on_signal};
 use crate::settings::Settings;
+
+/// A line on stderr for the operator. A closed stderr is no reason to
+/// panic (and exit 101 instead of the code the line explains).
+fn say(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "idv-worker: {message}");
+}
 
 /// Runs the worker from the process environment until SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
     let settings = match Settings::from_env(&Env::from_process()) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("idv-worker: {error}");
+            say(format_args!("{error}"));
             return ExitCode::from(2);
         }
     };
@@ -25,7 +33,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("idv-worker: cannot start the async runtime: {error}");
+            say(format_args!("cannot start the async runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
@@ -35,21 +43,60 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    let application = match Application::build(settings).await {
+    // Signals are handled from here on, start-up included: a SIGTERM while
+    // PostgreSQL or the broker is still being reached stops the worker
+    // cleanly (exit 0) instead of killing it.
+    let stop = CancellationToken::new();
+    listen_for_signals(stop.clone());
+    let built = tokio::select! {
+        built = Application::build(settings) => built,
+        () = stop.cancelled() => {
+            tracing::info!("stopped during start-up");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let application = match built {
         Ok(application) => application,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "start-up failed");
-            eprintln!("idv-worker: {error:#}");
+            say(format_args!("{error:#}"));
             return ExitCode::FAILURE;
         }
     };
-    tokio::spawn(cancel_on_signal(application.shutdown_token()));
+    let shutdown = application.shutdown_token();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        shutdown.cancel();
+    });
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "worker failed");
-            eprintln!("idv-worker: {error:#}");
+            say(format_args!("{error:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT, the handlers installed before
+/// this returns.
+fn listen_for_signals(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                token.cancel();
+            });
+            return;
+        }
+    }
+    tokio::spawn(cancel_on_signal(token));
 }

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::store::Store;
+use deadpool_postgres::Pool;
 
 /// How long an answer of the database counts as current: scrapes within it
 /// reuse it, so they cannot hammer PostgreSQL.
 pub const DATABASE_CHECK_TTL: Duration = Duration::from_secs(1);
 
-/// Bound on one check (`SELECT 1` through the pool, a connection included):
-/// a database slower than this is reported not ready, within a probe's
-/// usual one-second timeout.
+/// Bound on one check (`SELECT 1` on the check's own connection, connecting
+/// included): a database slower than this is reported not ready, within a
+/// probe's usual one-second timeout.
 pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
@@ -96,20 +96,23 @@ pub struct ReadyReport {
 
 /// [`Health`] plus a check that the database answers now, cached for
 /// [`DATABASE_CHECK_TTL`]. Concurrent scrapes wait for one check instead
-/// of each running their own.
+/// of each running their own. The check has a pool (of one connection) of
+/// its own: the lanes' pool can be taken whole by batches waiting on row
+/// locks, which says nothing about whether PostgreSQL answers.
 #[derive(Debug)]
 pub struct Readiness {
     health: Arc<Health>,
-    store: Store,
+    /// The check's own connection, apart from the lanes' pool.
+    pool: Pool,
     /// The last check: when it ran and whether the database answered.
     last_check: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Readiness {
-    pub fn new(health: Arc<Health>, store: Store) -> Self {
+    pub fn new(health: Arc<Health>, pool: Pool) -> Self {
         Self {
             health,
-            store,
+            pool,
             last_check: tokio::sync::Mutex::new(None),
         }
     }
@@ -124,7 +127,7 @@ impl Readiness {
         }
     }
 
-    /// `SELECT 1` through the pool, at most once per [`DATABASE_CHECK_TTL`].
+    /// `SELECT 1`, at most once per [`DATABASE_CHECK_TTL`].
     async fn database_answers(&self) -> bool {
         let mut last_check = self.last_check.lock().await;
         if let Some((at, answered)) = *last_check
@@ -132,11 +135,28 @@ impl Readiness {
         {
             return answered;
         }
-        let answered = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, self.store.ping())
-            .await
-            .unwrap_or(false);
+        let answered = check(&self.pool).await;
         *last_check = Some((Instant::now(), answered));
         answered
+    }
+}
+
+/// `SELECT 1` on a connection of `pool`, within [`DATABASE_CHECK_TIMEOUT`]
+/// in all. A connection whose check timed out may be hung (a frozen peer,
+/// a half-open TCP connection): it is taken out of the pool rather than
+/// given back, so the next check connects afresh instead of queueing behind
+/// the hung query forever.
+async fn check(pool: &Pool) -> bool {
+    let deadline = tokio::time::Instant::now() + DATABASE_CHECK_TIMEOUT;
+    let Ok(Ok(client)) = tokio::time::timeout_at(deadline, pool.get()).await else {
+        return false;
+    };
+    match tokio::time::timeout_at(deadline, client.simple_query("SELECT 1")).await {
+        Ok(answer) => answer.is_ok(),
+        Err(_) => {
+            drop(deadpool_postgres::Object::take(client));
+            false
+        }
     }
 }
 
@@ -147,11 +167,10 @@ mod tests {
     use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
     use super::*;
-    use crate::store::Rules;
 
     /// A "database" that accepts connections and hangs up at once, counting
     /// them: each check of the database is one connection.
-    async fn hanging_up_database() -> (Store, Arc<AtomicU32>) {
+    async fn hanging_up_database() -> (Pool, Arc<AtomicU32>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicU32::new(0));
@@ -177,19 +196,15 @@ mod tests {
             .runtime(Runtime::Tokio1)
             .build()
             .unwrap();
-        let rules = Rules {
-            max_failed_attempts: 3,
-            fetch_verified_outputs: false,
-        };
-        (Store::new(pool, rules), accepted)
+        (pool, accepted)
     }
 
     #[tokio::test]
     async fn scrapes_share_one_check_per_second() {
-        let (store, checks) = hanging_up_database().await;
+        let (pool, checks) = hanging_up_database().await;
         let health = Arc::new(Health::default());
         let _attached = health.attached();
-        let readiness = Readiness::new(Arc::clone(&health), store);
+        let readiness = Readiness::new(Arc::clone(&health), pool);
         let reports = futures_util::future::join_all((0..20).map(|_| readiness.report())).await;
         assert!(
             reports
@@ -206,10 +221,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_recent_transaction_counts_as_the_database_answering() {
-        let (store, checks) = hanging_up_database().await;
+        let (pool, checks) = hanging_up_database().await;
         let health = Arc::new(Health::default());
         let _attached = health.attached();
-        let readiness = Readiness::new(Arc::clone(&health), store);
+        let readiness = Readiness::new(Arc::clone(&health), pool);
         health.set_database_up(true);
         assert!(readiness.report().await.ready);
         assert_eq!(checks.load(Ordering::SeqCst), 0, "no check needed");

@@ -104,26 +104,125 @@ async fn an_admin_address_in_use_exits_1_naming_worker_admin_listen() {
     assert_names(&output, 1, "WORKER_ADMIN_LISTEN");
 }
 
+/// `line` without ANSI colour sequences (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// A started worker, its stderr read as it runs (so a full pipe never
+/// blocks it).
+struct Started {
+    child: Child,
+    /// Everything it wrote to stderr so far.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Started {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().unwrap();
+        let pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&stderr);
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt as _;
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&without_colours(&line));
+                text.push('\n');
+            }
+        });
+        Self {
+            child,
+            stderr,
+            reader,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The admin address the worker bound (`WORKER_ADMIN_LISTEN` port 0),
+    /// from its "worker built" line.
+    async fn admin_address(&mut self) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.stderr();
+            if let Some(address) = text
+                .lines()
+                .filter(|line| line.contains("worker built"))
+                .find_map(|line| line.split("admin=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                return address.to_owned();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("idv-worker exited with {status}: {text}");
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "idv-worker built within {DEADLINE:?}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits for the exit, within
+    /// [`DEADLINE`]; returns its exit code and stderr.
+    async fn signal_and_wait(mut self, signal: &str) -> (Option<i32>, String) {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("idv-worker stops after the signal")
+            .unwrap();
+        let _ = tokio::time::timeout(DEADLINE, self.reader).await;
+        let text = self.stderr.lock().unwrap().clone();
+        (status.code(), text)
+    }
+}
+
 /// Starts a worker on a migrated database of its own and waits until its
 /// `/readyz` says 200 (consuming, the database answering).
-async fn start_ready(db: &TestDb, prefix: &TestPrefix) -> Child {
-    let port = free_port();
-    let admin = format!("127.0.0.1:{port}");
-    let mut child = worker(&db.url, prefix, &[("WORKER_ADMIN_LISTEN", &admin)])
-        .spawn()
+async fn start_ready(db: &TestDb, prefix: &TestPrefix) -> Started {
+    let mut started = Started::spawn(worker(&db.url, prefix, &[]));
+    let readyz = format!("http://{}/readyz", started.admin_address().await);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
         .unwrap();
-    let readyz = format!("http://{admin}/readyz");
     let start = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let output = child.wait_with_output().await.unwrap();
-            panic!("idv-worker exited with {status}: {}", stderr(&output));
+        if let Some(status) = started.child.try_wait().unwrap() {
+            panic!("idv-worker exited with {status}: {}", started.stderr());
         }
-        let ready = reqwest::get(&readyz)
+        let ready = client
+            .get(&readyz)
+            .send()
             .await
             .is_ok_and(|response| response.status() == reqwest::StatusCode::OK);
         if ready {
-            return child;
+            return started;
         }
         assert!(
             start.elapsed() < DEADLINE,
@@ -137,21 +236,51 @@ async fn start_ready(db: &TestDb, prefix: &TestPrefix) -> Child {
 async fn stops_on(signal: &str) {
     let db = TestDb::migrated().await;
     let prefix = TestPrefix::new();
-    let child = start_ready(&db, &prefix).await;
-    let pid = child.id().unwrap().to_string();
-    let sent = Command::new("kill")
-        .args([&format!("-{signal}"), &pid])
-        .status()
+    let started = start_ready(&db, &prefix).await;
+    let (code, stderr) = started.signal_and_wait(signal).await;
+    assert_eq!(code, Some(0), "SIG{signal}: {stderr}");
+    assert!(
+        stderr.contains("worker::app: stopped"),
+        "logged its stop: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_start_up_stops_it_with_exit_0() {
+    // A "PostgreSQL" that accepts connections and never answers: start-up
+    // waits on it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let database = format!("postgres://postgres@{}/idv", silent.local_addr().unwrap());
+    let started = Started::spawn(worker(&database, &TestPrefix::new(), &[]));
+    let held = tokio::time::timeout(DEADLINE, silent.accept())
         .await
+        .expect("the worker connects during its start-up")
         .unwrap();
-    assert!(sent.success(), "kill -{signal} {pid}");
-    let output = tokio::time::timeout(DEADLINE, child.wait_with_output())
+    let (code, stderr) = started.signal_and_wait("TERM").await;
+    drop(held);
+    assert_eq!(code, Some(0), "SIGTERM while starting: {stderr}");
+    assert!(stderr.contains("stopped during start-up"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_closed_stderr_keeps_the_exit_code() {
+    let mut command = worker(UNREACHABLE_DATABASE, &TestPrefix::new(), &[]);
+    command.stderr(std::process::Stdio::null());
+    // A pipe whose reader is gone: writing to it fails with EPIPE.
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
-        .expect("idv-worker stops after the signal")
+        .expect("idv-worker exits")
         .unwrap();
-    let stderr = stderr(&output);
-    assert_eq!(output.status.code(), Some(0), "SIG{signal}: {stderr}");
-    assert!(stderr.contains("stopped"), "logged its stop: {stderr}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "unreachable database, stderr closed"
+    );
 }
 
 #[tokio::test]

@@ -299,3 +299,30 @@ async fn a_reader_that_went_away_is_a_quiet_exit() {
         "exited by itself, 0: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_closed_stderr_keeps_the_exit_code() {
+    let amqp_url = amqp_url();
+    for (args, code) in [
+        (&["session", "show", "not_a_vs_id"][..], 2),
+        (&["subject", "show", "user_nobody"][..], 1),
+    ] {
+        let mut child = command(
+            IDVCTL,
+            &[
+                ("DATABASE_URL", UNREACHABLE_DATABASE),
+                ("AMQP_URL", &amqp_url),
+            ],
+        )
+        .args(args)
+        .spawn()
+        .unwrap();
+        // The reader of its stderr is gone: writing there fails with EPIPE.
+        drop(child.stderr.take());
+        let status = tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("idvctl exits")
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?} with stderr closed");
+    }
+}

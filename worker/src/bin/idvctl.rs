@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
     let settings = match CtlSettings::from_env(&env) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("idvctl: {error}");
+            say(format_args!("{error}"));
             return ExitCode::from(2);
         }
     };
@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(output) => print(&output),
         Err(error) => {
-            eprintln!("idvctl: {error:#}");
+            say(format_args!("{error:#}"));
             let usage = error.downcast_ref::<UsageError>().is_some();
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -89,8 +89,15 @@ fn print(output: &str) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("idvctl: writing to stdout: {error}");
+            say(format_args!("writing to stdout: {error}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line on stderr. A closed stderr is no reason to panic (and exit 101
+/// instead of the code the line explains).
+fn say(message: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "idvctl: {message}");
 }

@@ -80,15 +80,6 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A free loopback port: bound, read back, released.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A database name this test owns, `idv_test_<tag>_<random>`, dropped when
 /// the guard drops; something else (`idvctl migrate`, [`TestDb::migrated`])
 /// creates it.
