@@ -175,7 +175,16 @@ async fn a_poison_message_is_retried_then_dead_lettered_with_its_reason() {
         };
         kinds.push(kind.to_string());
         if kind.to_string() == "unknown_type" {
-            assert!(reason.to_string().contains("future_kind"));
+            // The type is in the message's `type` property (ingest sets
+            // it); the reason quotes nothing of the body.
+            assert_eq!(
+                reason.to_string(),
+                "the event type is not one the worker handles"
+            );
+            assert_eq!(
+                dead.properties.kind().as_ref().map(|t| t.as_str()),
+                Some("identity.verification_session.future_kind")
+            );
             assert_eq!(dead.body, unknown.as_bytes(), "the body is kept unchanged");
         }
     }
@@ -196,6 +205,66 @@ async fn a_poison_message_is_retried_then_dead_lettered_with_its_reason() {
             )),
             "{metrics}"
         );
+    }
+    worker.stop().await;
+}
+
+/// A dead letter's headers say why by class and position, never by quoting
+/// the body: secret-looking values in the wrong place (a status, a
+/// `created`) are nowhere in them.
+#[tokio::test]
+async fn a_dead_letter_reason_never_quotes_the_body() {
+    let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
+    let settings = settings(
+        Some(&broker),
+        &db,
+        &[("WORKER_CONSUMERS", "1"), FAST_RETRIES],
+    );
+    migrate(&settings).await;
+    let worker = RunningWorker::start(settings).await;
+    let secrets = ["SSN-123-45-6789", "4111111111111111"];
+    let verified = String::from_utf8(fixture("evt_verified.json")).unwrap();
+    let bad_status = verified.replace(
+        "\"status\": \"verified\"",
+        &format!("\"status\": \"{}\"", secrets[0]),
+    );
+    let created = serde_json::from_str::<serde_json::Value>(&verified).unwrap()["created"].clone();
+    let bad_created = verified.replacen(
+        &format!("\"created\": {created}"),
+        &format!("\"created\": \"{}\"", secrets[1]),
+        1,
+    );
+    assert!(bad_status.contains(secrets[0]) && bad_created.contains(secrets[1]));
+    for body in [&bad_status, &bad_created] {
+        publish(
+            &broker,
+            "identity.verification_session.verified",
+            body.as_bytes(),
+        )
+        .await;
+    }
+    let t = &broker.topology;
+    for _ in 0..2 {
+        let dead = broker.get(&t.dead_letter_queue(), DEADLINE).await;
+        let headers = dead.properties.headers().clone().unwrap();
+        let Some(AMQPValue::LongString(reason)) =
+            headers.inner().get("x-idv-failure-reason").cloned()
+        else {
+            panic!("no reason header");
+        };
+        let reason = reason.to_string();
+        assert!(
+            reason.starts_with("not a Stripe Identity event: "),
+            "{reason}"
+        );
+        let all_headers = format!("{headers:?}");
+        for secret in secrets {
+            assert!(!reason.contains(secret), "{secret} in the reason: {reason}");
+            assert!(
+                !all_headers.contains(secret),
+                "{secret} in the headers: {all_headers}"
+            );
+        }
     }
     worker.stop().await;
 }

@@ -3,6 +3,10 @@
 //! (also within one batch), applied in batches of any size, gives the
 //! record that applying each event once, in the order it was generated,
 //! gives. Proptest drives the permutation, so a failing order shrinks.
+//! A session's events need not agree on who it belongs to: some carry
+//! `client_reference_id`, some only `metadata.user_id`, some neither (the
+//! session id is the key), some are redacted copies (a placeholder, no
+//! key), so batches hold events naming different keys for one session.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 #[path = "worker_support/mod.rs"]
@@ -24,6 +28,29 @@ enum Kind {
     Verified,
     Canceled,
     Redacted,
+}
+
+/// Which of the person's identifiers an event of the session carries.
+#[derive(Debug, Clone, Copy)]
+enum Keys {
+    /// `client_reference_id` and `metadata.user_id`.
+    Both,
+    /// `metadata.user_id` only (a different key: a lower-ranked source).
+    Metadata,
+    /// Neither: the session id is the key.
+    Neither,
+    /// The redacted copy Stripe sends after a redaction: `"[redacted]"`,
+    /// no metadata, `redaction` set.
+    RedactedCopy,
+}
+
+fn keys() -> impl Strategy<Value = Keys> {
+    prop_oneof![
+        6 => Just(Keys::Both),
+        2 => Just(Keys::Metadata),
+        1 => Just(Keys::Neither),
+        1 => Just(Keys::RedactedCopy),
+    ]
 }
 
 /// How one VerificationSession ended, if it did.
@@ -48,6 +75,8 @@ struct Story {
     end: End,
     redacted: bool,
     ticks: Vec<bool>,
+    /// What each event carries to name the person, by position.
+    keys: Vec<Keys>,
 }
 
 /// Failure codes, weighted towards the retryable ones so the attempt
@@ -75,9 +104,10 @@ fn story() -> impl Strategy<Value = Story> {
         prop_oneof![Just(End::Open), Just(End::Verified), Just(End::Canceled)],
         prop::bool::weighted(0.2),
         prop::collection::vec(any::<bool>(), 16),
+        prop::collection::vec(keys(), 16),
     )
         .prop_map(
-            |(subject, start, created, failures, end, redacted, ticks)| Story {
+            |(subject, start, created, failures, end, redacted, ticks, keys)| Story {
                 subject,
                 start,
                 created,
@@ -85,13 +115,14 @@ fn story() -> impl Strategy<Value = Story> {
                 end,
                 redacted,
                 ticks,
+                keys,
             },
         )
 }
 
 /// The stories' events in the order they happened, one story after
-/// another: (subject, session number, kind, created).
-fn timeline(stories: &[Story]) -> Vec<(usize, usize, Kind, i64)> {
+/// another: (subject, session number, kind, created, keys).
+fn timeline(stories: &[Story]) -> Vec<(usize, usize, Kind, i64, Keys)> {
     let mut events = Vec::new();
     for (session, story) in stories.iter().enumerate() {
         let mut kinds = Vec::new();
@@ -114,7 +145,8 @@ fn timeline(stories: &[Story]) -> Vec<(usize, usize, Kind, i64)> {
             if story.ticks.get(i).copied().unwrap_or(true) {
                 created += 1;
             }
-            events.push((story.subject, session, kind, created));
+            let keys = story.keys.get(i).copied().unwrap_or(Keys::Both);
+            events.push((story.subject, session, kind, created, keys));
         }
     }
     events
@@ -142,15 +174,37 @@ fn bodies(prefix: &str, stories: &[Story]) -> Vec<Vec<u8>> {
     timeline(stories)
         .into_iter()
         .enumerate()
-        .map(|(i, (subject, session_number, kind, created))| {
+        .map(|(i, (subject, session_number, kind, created, keys))| {
             let user = format!("user_{prefix}_{subject}");
             let vs = format!("vs_{prefix}_{session_number}");
             let id = format!("evt_{prefix}_{i}");
-            let plain = |status: &str| session(&vs, status, Some(&user), None);
+            let named = |status: &str, code: Option<&str>| {
+                let mut s = session(&vs, status, Some(&user), code);
+                let metadata = serde_json::json!({"user_id": format!("u_{prefix}_{subject}")});
+                match keys {
+                    Keys::Both => s["metadata"] = metadata,
+                    Keys::Metadata => {
+                        s["client_reference_id"] = serde_json::Value::Null;
+                        s["metadata"] = metadata;
+                    }
+                    Keys::Neither => s["client_reference_id"] = serde_json::Value::Null,
+                    Keys::RedactedCopy => {
+                        s["client_reference_id"] = "[redacted]".into();
+                        s["redaction"] = serde_json::json!({"status": "redacted"});
+                    }
+                }
+                s
+            };
+            let plain = |status: &str| named(status, None);
             match kind {
                 Kind::Created => event(&id, "created", created, plain("requires_input")),
                 Kind::Processing => event(&id, "processing", created, plain("processing")),
-                Kind::Failed(code) => failed(&id, &vs, &user, created, CODES[code]),
+                Kind::Failed(code) => event(
+                    &id,
+                    "requires_input",
+                    created,
+                    named("requires_input", Some(CODES[code])),
+                ),
                 Kind::Verified => event(&id, "verified", created, plain("verified")),
                 Kind::Canceled => event(&id, "canceled", created, plain("canceled")),
                 Kind::Redacted => event(&id, "redacted", created, {
@@ -205,7 +259,7 @@ static CASE: AtomicUsize = AtomicUsize::new(0);
 /// Which part of the record a property compares.
 #[derive(Debug, Clone, Copy)]
 enum Part {
-    /// Subjects, sessions and the inbox.
+    /// Subjects, sessions, the inbox and its counts.
     Snapshot,
     Outbox,
 }
@@ -254,7 +308,7 @@ proptest! {
         .. ProptestConfig::default()
     })]
 
-    /// Subjects, sessions and the inbox.
+    /// Subjects (phantoms included), sessions, the inbox and its counts.
     #[test]
     fn any_order_with_duplicates_and_any_batching_gives_the_same_record(
         (stories, deliveries, batch) in case(),

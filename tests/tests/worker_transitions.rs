@@ -450,3 +450,112 @@ async fn a_batch_the_database_refuses_is_redone_one_event_per_transaction() {
         "nothing of the refused event was kept"
     );
 }
+
+/// The redacted copy of `body` as Stripe sends it once the session was
+/// redacted: `client_reference_id` is `"[redacted]"`, the metadata erased,
+/// `redaction` set (same event id, same type).
+fn redacted_copy(body: &[u8]) -> Vec<u8> {
+    let mut event: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let session = &mut event["data"]["object"];
+    session["client_reference_id"] = "[redacted]".into();
+    session["metadata"] = serde_json::json!({});
+    session["redaction"] = serde_json::json!({"status": "redacted"});
+    if session["last_error"].is_object() {
+        session["last_error"]["reason"] = "[redacted]".into();
+    }
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// Strangers whose failed submissions arrive first as redacted copies (the
+/// original was answered 503, Stripe retried after the platform redacted
+/// the session) never share a subject named by the placeholder: each
+/// session stays unmapped until an event naming its person arrives, and
+/// its failure then counts for that person only; a session nothing names
+/// counts for nobody.
+#[tokio::test]
+async fn a_redacted_copy_first_names_nobody_and_strangers_never_add_up() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    let store = store(&settings).await;
+    let client = db.client().await;
+    let strangers = 6;
+    let mut bodies = Vec::new();
+    for s in 0..strangers {
+        let (user, vs) = (format!("user_red{s}"), format!("vs_red{s}"));
+        let failure = failed(
+            &format!("evt_red{s}_f"),
+            &vs,
+            &user,
+            1_700_000_010,
+            "document_expired",
+        );
+        bodies.push(redacted_copy(&failure));
+        // Even strangers: the original arrives later (a duplicate by id,
+        // changing nothing), then an unredacted event that names the person.
+        if s % 2 == 0 {
+            bodies.push(failure);
+            bodies.push(event(
+                &format!("evt_red{s}_p"),
+                "processing",
+                1_700_000_000,
+                session(&vs, "processing", Some(&user), None),
+            ));
+        }
+    }
+    let outcomes = apply_each(&store, &settings, &bodies).await;
+    assert!(outcomes.iter().all(|o| o.applied != Applied::Redacted));
+
+    let placeholders: i64 = client
+        .query_one(
+            "SELECT count(*) FROM subjects WHERE key LIKE '%[%' OR key LIKE '%redacted%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(placeholders, 0, "no subject named by a placeholder");
+    let subjects: Vec<String> = client
+        .query("SELECT key FROM subjects ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let named: Vec<String> = (0..strangers)
+        .filter(|s| s % 2 == 0)
+        .map(|s| format!("user_red{s}"))
+        .collect();
+    assert_eq!(subjects, named, "a subject for each person named, no other");
+    for s in 0..strangers {
+        let vs = format!("vs_red{s}");
+        let session = read::session(&client, &vs).await.unwrap().unwrap();
+        if s % 2 == 0 {
+            assert_eq!(
+                session.subject.as_deref(),
+                Some(format!("user_red{s}").as_str())
+            );
+            let subject = read::subject(&client, &format!("user_red{s}"), 3)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (subject.status.as_str(), subject.failed_attempts),
+                ("requires_input", 1),
+                "the redacted copy's failure counts for its person once named"
+            );
+            assert_eq!(subject.last_error_code.as_deref(), Some("document_expired"));
+        } else {
+            assert_eq!(session.subject, None, "nothing names {vs}'s person");
+            assert_eq!(session.status, "requires_input");
+        }
+    }
+    let counted: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE counted_attempt", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        counted, strangers,
+        "each failure is recorded as a counted attempt"
+    );
+}

@@ -8,6 +8,10 @@ use crate::policy::CodeClass;
 use crate::settings::Settings;
 use crate::transition::{OrderKey, Stage};
 
+#[path = "parse_reason.rs"]
+mod parse_reason;
+pub use parse_reason::ParseReason;
+
 /// What an event does to its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -37,9 +41,15 @@ pub struct Incoming {
     pub created: i64,
     pub livemode: bool,
     pub session_id: String,
-    /// Who the session belongs to; `None` for `redacted` events, whose
-    /// identifying fields Stripe has erased (they are mapped by session id).
+    /// Who the session belongs to; `None` for `redacted` events and for
+    /// redacted copies of other events (`redaction` set, or only a
+    /// placeholder such as `"[redacted]"` where the key would be): Stripe
+    /// erased who it was, and a placeholder is nobody's key.
     pub subject_key: Option<String>,
+    /// The rank of `subject_key`'s source in `IDV_SUBJECT_KEY` (the session
+    /// id ranks last): a session belongs to the key of lowest rank (then
+    /// lowest key) any of its events names.
+    pub subject_key_rank: i16,
     pub failure: Option<Failure>,
     /// The raw event, for audit and replay.
     pub payload: serde_json::Value,
@@ -61,28 +71,51 @@ impl Incoming {
     }
 }
 
-/// Why a message can never be applied: retried, then dead-lettered.
+/// Why a message can never be applied: retried, then dead-lettered. Its
+/// text is the `x-idv-failure-reason` header, so it never quotes the
+/// payload: a class and a position ([`ParseReason`]), the event types and
+/// statuses the worker knows, a SQLSTATE; never a value from the body (an
+/// unknown type is left out too: the message's routing key carries it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageFailure {
     #[error("not a Stripe Identity event: {0}")]
-    Unparseable(String),
-    #[error("event type `{0}` is not one the worker handles")]
-    UnknownType(String),
+    Unparseable(ParseReason),
+    #[error("the event type is not one the worker handles")]
+    UnknownType,
+    /// Both are the worker's own names (a known event type, a known status).
     #[error("a `{event_type}` event carries a session in status `{status}`")]
-    StatusMismatch { event_type: String, status: String },
+    StatusMismatch {
+        event_type: &'static str,
+        status: &'static str,
+    },
+    /// The reason is the worker's own text (a SQLSTATE, never the server's
+    /// message, which can quote a value).
     #[error("the database refused the event: {0}")]
     Refused(String),
 }
 
 impl MessageFailure {
-    /// A short label for logs and metrics (the message itself may quote the payload).
+    /// A short label for logs, metrics and the `x-idv-failure-kind` header.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unparseable(_) => "unparseable",
-            Self::UnknownType(_) => "unknown_type",
+            Self::UnknownType => "unknown_type",
             Self::StatusMismatch { .. } => "status_mismatch",
             Self::Refused(_) => "refused",
         }
+    }
+}
+
+/// The name of a type the worker handles, as the worker's own text.
+fn event_type_name(event_type: &EventType) -> &'static str {
+    match event_type {
+        EventType::SessionCreated => "identity.verification_session.created",
+        EventType::SessionProcessing => "identity.verification_session.processing",
+        EventType::SessionRequiresInput => "identity.verification_session.requires_input",
+        EventType::SessionVerified => "identity.verification_session.verified",
+        EventType::SessionCanceled => "identity.verification_session.canceled",
+        EventType::SessionRedacted => "identity.verification_session.redacted",
+        EventType::Other(_) => "another",
     }
 }
 
@@ -92,10 +125,14 @@ pub fn parse(
     received_at_ms: i64,
     settings: &Settings,
 ) -> Result<Incoming, MessageFailure> {
-    let payload: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| MessageFailure::Unparseable(e.to_string()))?;
-    let event = StripeEvent::deserialize(&payload)
-        .map_err(|e| MessageFailure::Unparseable(e.to_string()))?;
+    let payload: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| MessageFailure::Unparseable(ParseReason::of(&e)))?;
+    let event = StripeEvent::deserialize(&payload).map_err(|e| {
+        // Read from the bytes again, only to say where: an error from the
+        // parsed value has no position.
+        let positioned = StripeEvent::parse(body).err();
+        MessageFailure::Unparseable(ParseReason::of(positioned.as_ref().unwrap_or(&e)))
+    })?;
     let session = event.session();
     let (kind, expected) = match &event.event_type {
         EventType::SessionCreated => (Stage::Created, Some(SessionStatus::RequiresInput)),
@@ -106,14 +143,14 @@ pub fn parse(
         EventType::SessionVerified => (Stage::Verified, Some(SessionStatus::Verified)),
         EventType::SessionCanceled => (Stage::Canceled, Some(SessionStatus::Canceled)),
         EventType::SessionRedacted => (Stage::Created, None),
-        EventType::Other(other) => return Err(MessageFailure::UnknownType(other.clone())),
+        EventType::Other(_) => return Err(MessageFailure::UnknownType),
     };
     if let Some(expected) = expected
         && session.status != expected
     {
         return Err(MessageFailure::StatusMismatch {
-            event_type: event.event_type.to_string(),
-            status: session.status.to_string(),
+            event_type: event_type_name(&event.event_type),
+            status: session.status.as_str(),
         });
     }
     let kind = match expected {
@@ -134,8 +171,10 @@ pub fn parse(
     };
     let subject_key = match kind {
         EventKind::Redacted => None,
-        EventKind::Lifecycle(_) => Some(settings.subject_key.resolve(session)),
+        EventKind::Lifecycle(_) => settings.subject_key.resolve(session),
     };
+    let subject_key_rank = subject_key.as_ref().map_or(i16::MAX, |k| k.rank);
+    let subject_key = subject_key.map(|k| k.key);
     Ok(Incoming {
         event_id: event.id.to_string(),
         event_type: event.event_type.to_string(),
@@ -144,6 +183,7 @@ pub fn parse(
         livemode: event.livemode,
         session_id: session.id.to_string(),
         subject_key,
+        subject_key_rank,
         failure,
         payload,
         received_at_ms,
@@ -204,3 +244,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "incoming_reason_tests.rs"]
+mod reason_tests;

@@ -50,7 +50,10 @@ async fn seeded() -> TestDb {
     let db = TestDb::named();
     let output = idvctl(&db.url, &[], &["migrate"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(stdout(&output).trim(), "applied: V1__initial_schema");
+    assert_eq!(
+        stdout(&output).trim(),
+        "applied: V1__initial_schema, V2__subject_key_rank"
+    );
     let settings = Settings::from_env(&Env::from_pairs([("DATABASE_URL", db.url.as_str())]))
         .expect("valid settings");
     let pool = worker::store::connect_pool(&settings.database_url, 1)

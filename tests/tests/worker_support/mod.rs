@@ -278,21 +278,44 @@ pub async fn event_count(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-/// The order-independent part of the record, as comparable text.
+/// The order-independent part of every table the platform reads, as
+/// comparable text, for the sessions and events whose ids match `like`.
+///
+/// Subjects: every row whose key matches `like` (a phantom a batch left
+/// with no session shows: the generated keys carry the prefix) and every
+/// row the matching sessions belong to (a key such as `"[redacted]"` need
+/// not match).
+///
+/// Events: every column that is a function of the event set. Not the
+/// `outcome` of a lifecycle event: `applied` or `stale` says whether it
+/// moved its session forward when it arrived, which depends on what arrived
+/// before it (an older event after a newer one is stale, before it is
+/// applied), so it is compared only as lifecycle against `redacted`; the
+/// session's resulting state, which is order-independent, is compared in
+/// full. Counts per session (events, counted failures, redactions) too.
 pub async fn snapshot(client: &tokio_postgres::Client, like: &str) -> Value {
     json!({
         "subjects": query_json(client,
             "SELECT key, status, failed_attempts, blocked, last_error_code, last_error_created, \
              last_error_event_id, decided_by_session \
-             FROM subjects WHERE key LIKE $1 ORDER BY key", like).await,
+             FROM subjects WHERE key LIKE $1 \
+             OR key IN (SELECT subject_key FROM sessions WHERE id LIKE $1) \
+             ORDER BY key", like).await,
         "sessions": query_json(client,
-            "SELECT id, subject_key, status, last_error_code, last_error_reason, last_event_id, \
-             last_event_created, last_event_rank, verified_at IS NOT NULL AS verified, \
+            "SELECT id, subject_key, subject_key_rank, status, last_error_code, last_error_reason, \
+             last_event_id, last_event_created, last_event_rank, verified_at IS NOT NULL AS verified, \
              canceled_at IS NOT NULL AS canceled, redacted_at IS NOT NULL AS redacted \
              FROM sessions WHERE id LIKE $1 ORDER BY id", like).await,
         "events": query_json(client,
-            "SELECT id, type, session_id, created, livemode, counted_attempt, error_code, \
-             payload IS NULL AS erased FROM events WHERE session_id LIKE $1 ORDER BY id", like).await,
+            "SELECT id, type, session_id, created, livemode, counted_attempt, blocking_attempt, \
+             error_code, outcome = 'redacted' AS redaction, payload IS NULL AS erased \
+             FROM events WHERE session_id LIKE $1 ORDER BY id", like).await,
+        "counts": query_json(client,
+            "SELECT session_id, count(*) AS events, \
+             count(*) FILTER (WHERE counted_attempt) AS counted, \
+             count(*) FILTER (WHERE outcome = 'redacted') AS redactions \
+             FROM events WHERE session_id LIKE $1 GROUP BY session_id ORDER BY session_id",
+             like).await,
     })
 }
 

@@ -17,7 +17,8 @@ use crate::incoming::MessageFailure;
 pub const ATTEMPTS_HEADER: &str = "x-idv-attempts";
 /// Unix milliseconds of the first failure.
 pub const FIRST_FAILURE_HEADER: &str = "x-idv-first-failure-at-ms";
-/// Why the last attempt failed (may quote the payload: never logged).
+/// Why the last attempt failed: a class and a position, the worker's own
+/// words, never the payload's (see [`MessageFailure`]).
 pub const REASON_HEADER: &str = "x-idv-failure-reason";
 /// The failure's kind (`unparseable`, `unknown_type`…).
 pub const KIND_HEADER: &str = "x-idv-failure-kind";

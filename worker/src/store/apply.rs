@@ -14,9 +14,10 @@ use super::{EventOutcome, Rules, StoreError, lock, plan, write};
 use crate::incoming::Incoming;
 
 /// Applies `batch` inside `tx`: one outcome per event, in order, or `None`
-/// when an event the inbox did not hold at the read was inserted meanwhile
-/// (only possible if one event id came with two session ids): the caller
-/// rolls back and tries again, and then sees it as a duplicate.
+/// when the caller should roll back and try again: an event the inbox did
+/// not hold at the read was inserted meanwhile (only possible if one event
+/// id came with two session ids; the next attempt sees a duplicate), or a
+/// subject row was deleted while this transaction waited for its lock.
 pub async fn apply_batch(
     tx: &Transaction<'_>,
     rules: &Rules,
@@ -27,24 +28,36 @@ pub async fn apply_batch(
     let event_ids: Vec<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
     let (sessions, seen) = lock::sessions(tx, &session_ids, &event_ids).await?;
 
-    // Each event's subject as its session maps it, else as the event names it.
-    let subject_keys: BTreeSet<&str> = batch
-        .iter()
-        .filter_map(|e| {
-            sessions
-                .get(&e.session_id)
-                .and_then(|s| s.subject_key.as_deref())
-                .or(e.subject_key.as_deref())
-        })
-        .collect();
+    // Each session's subject as mapped, and each key an event names that
+    // would take the session over (a lower rank or key): the planner may
+    // move the session there. A subject left with no session is deleted.
+    let mut subject_keys: BTreeSet<&str> = BTreeSet::new();
+    for event in batch {
+        let mapped = sessions.get(&event.session_id);
+        let current = mapped.and_then(|s| Some((s.subject_rank, s.subject_key.as_deref()?)));
+        if let Some((_, key)) = current {
+            subject_keys.insert(key);
+        }
+        if let Some(key) = event.subject_key.as_deref()
+            && current.is_none_or(|current| (event.subject_key_rank, key) < current)
+        {
+            subject_keys.insert(key);
+        }
+    }
     let subject_keys: Vec<&str> = subject_keys.into_iter().collect();
-    let (subjects, others) = lock::subjects(tx, &subject_keys, &session_ids).await?;
+    let (subjects, others, counted) = lock::subjects(tx, &subject_keys, &session_ids).await?;
+    if subjects.len() != subject_keys.len() {
+        // A subject was deleted (left with no session) by the transaction
+        // whose lock this one waited for: start again, and create it anew.
+        return Ok(None);
+    }
 
     let locked = Locked {
         sessions,
         subjects,
         others,
         seen,
+        counted,
     };
     let plan = plan::plan(rules, batch, locked).map_err(StoreError::Refused)?;
     let inserted = write::all(tx, batch, &plan).await?;

@@ -12,6 +12,8 @@ pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(Unavailable),
     /// The data violates a constraint: retrying the same message cannot help.
+    /// The text is ours (the SQLSTATE, never the server's message, which
+    /// can quote the refused value): it becomes a dead letter's reason.
     #[error("database refused the data: {0}")]
     Refused(String),
 }
@@ -39,7 +41,7 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
         match error.as_db_error() {
             Some(db) if refused_by_data(db.code().code()) => {
-                Self::Refused(format!("{}: {}", db.code().code(), db.message()))
+                Self::Refused(format!("SQLSTATE {}", db.code().code()))
             }
             _ => Self::Unavailable(Unavailable(error_chain(&error))),
         }

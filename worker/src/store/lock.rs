@@ -1,8 +1,13 @@
 //! The reads of a batch, under its locks, in two round trips: first the
 //! batch's sessions (created if missing, then locked in id order) and which
 //! of its events the inbox already holds; then its subjects (likewise, in
-//! key order) and their other sessions. Sessions before subjects, each in
-//! sorted order, in every transaction: concurrent workers cannot deadlock.
+//! key order), their other sessions and the counted failures of all those
+//! sessions. Sessions before subjects, each in sorted order, in every
+//! transaction: concurrent workers cannot deadlock.
+//!
+//! The reads after a lock rely on READ COMMITTED (set on every transaction
+//! by the store): a statement that follows a wait for a row lock sees what
+//! the lock's holder committed.
 //!
 //! The statements of one round trip are prepared first, then issued
 //! together: tokio-postgres sends them in the order they are first polled
@@ -17,13 +22,13 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row};
 
-use super::state::{SessionState, SubjectState};
+use super::state::{Counted, SessionState, SubjectState};
 use crate::transition::{OrderKey, SessionSummary, Stage};
 
 const INSERT_SESSIONS: &str =
     "INSERT INTO sessions (id) SELECT unnest($1::text[]) ON CONFLICT (id) DO NOTHING";
 const LOCK_SESSIONS: &str = "SELECT id, subject_key, status, last_error_code IS NOT NULL, \
-     last_event_created, last_event_rank, last_event_id, redacted_at IS NOT NULL \
+     last_event_created, last_event_rank, last_event_id, redacted_at IS NOT NULL, subject_key_rank \
      FROM sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 const SEEN_EVENTS: &str = "SELECT id FROM events WHERE id = ANY($1)";
 const INSERT_SUBJECTS: &str =
@@ -34,6 +39,9 @@ const LOCK_SUBJECTS: &str = "SELECT key, status, decided_by_session, failed_atte
 const OTHER_SESSIONS: &str = "SELECT subject_key, id, status, last_error_code IS NOT NULL, \
      last_event_created, last_event_rank, last_event_id \
      FROM sessions WHERE subject_key = ANY($1) AND NOT (id = ANY($2))";
+const COUNTED: &str = "SELECT session_id, id, created, error_code, blocking_attempt FROM events \
+     WHERE counted_attempt AND (session_id = ANY($2) \
+     OR session_id IN (SELECT id FROM sessions WHERE subject_key = ANY($1)))";
 
 /// Creates and locks the sessions (`sorted_ids`); returns them and the ids
 /// among `event_ids` already in the inbox.
@@ -58,8 +66,15 @@ pub async fn sessions(
     let sessions = locked
         .iter()
         .map(|row| {
+            let subject_key: Option<String> = row.try_get(1)?;
+            let rank: Option<i16> = row.try_get(8)?;
             let session = SessionState {
-                subject_key: row.try_get(1)?,
+                subject_rank: match (&subject_key, rank) {
+                    (None, _) => i16::MAX,
+                    (Some(_), Some(rank)) => rank,
+                    (Some(_), None) => i16::MIN,
+                },
+                subject_key,
                 stage: stage(row, 2)?,
                 has_error: row.try_get(3)?,
                 last: order_key(row, 4)?,
@@ -75,31 +90,35 @@ pub async fn sessions(
     Ok((sessions, seen))
 }
 
-/// The subject rows and the other sessions of each subject, by key.
+/// The subject rows and the other sessions of each subject, by key, and
+/// the counted failures of those and of the batch's sessions, by session.
 pub type Subjects = (
     HashMap<String, SubjectState>,
     HashMap<String, Vec<SessionSummary>>,
+    HashMap<String, Vec<Counted>>,
 );
 
-/// Creates and locks the subjects (`sorted_keys`); returns them and their
-/// sessions outside `batch_sessions`.
+/// Creates and locks the subjects (`sorted_keys`); returns them, their
+/// sessions outside `batch_sessions`, and the counted failures.
 pub async fn subjects(
     tx: &Transaction<'_>,
     sorted_keys: &[&str],
     batch_sessions: &[&str],
 ) -> Result<Subjects, Error> {
-    let (insert, lock, others) = tokio::try_join!(
+    let (insert, lock, others, counted) = tokio::try_join!(
         tx.prepare_cached(INSERT_SUBJECTS),
         tx.prepare_cached(LOCK_SUBJECTS),
         tx.prepare_cached(OTHER_SESSIONS),
+        tx.prepare_cached(COUNTED),
     )?;
     let keys: [&(dyn ToSql + Sync); 1] = [&sorted_keys];
     let keys_and_sessions: [&(dyn ToSql + Sync); 2] = [&sorted_keys, &batch_sessions];
-    let (_, locked, others) = tokio::try_join!(
+    let (_, locked, others, counted) = tokio::try_join!(
         biased; // sent, run and failed in this order
         tx.execute(&insert, &keys),
         tx.query(&lock, &keys),
         tx.query(&others, &keys_and_sessions),
+        tx.query(&counted, &keys_and_sessions),
     )?;
     let subjects = locked
         .iter()
@@ -126,7 +145,17 @@ pub async fn subjects(
         };
         by_subject.entry(row.try_get(0)?).or_default().push(summary);
     }
-    Ok((subjects, by_subject))
+    let mut by_session: HashMap<String, Vec<Counted>> = HashMap::new();
+    for row in &counted {
+        let failure = Counted {
+            event_id: row.try_get(1)?,
+            created: row.try_get(2)?,
+            code: row.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
+            blocking: row.try_get(4)?,
+        };
+        by_session.entry(row.try_get(0)?).or_default().push(failure);
+    }
+    Ok((subjects, by_subject, by_session))
 }
 
 /// The CHECK constraint admits only stages.

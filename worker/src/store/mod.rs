@@ -17,6 +17,7 @@ pub use error::{StoreError, Unavailable};
 pub use pool::{connect_pool, pg_config};
 
 use deadpool_postgres::Pool;
+use tokio_postgres::IsolationLevel;
 
 use crate::incoming::{Incoming, MessageFailure};
 use crate::settings::Settings;
@@ -138,7 +139,18 @@ impl Store {
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let mut client = self.pool.get().await?;
         for _ in 0..RACE_RETRIES {
-            let tx = client.transaction().await?;
+            // READ COMMITTED whatever the database's default: each statement
+            // sees what committed before it started, so the reads that follow
+            // a wait for a row lock (a subject's other sessions, its counted
+            // failures) see the transaction that held the lock. Under
+            // REPEATABLE READ they would see the snapshot from before the
+            // wait, and locking a row another transaction changed meanwhile
+            // fails with a serialization error (40001).
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .await?;
             if let Some(outcomes) = apply::apply_batch(&tx, &self.rules, batch).await? {
                 tx.commit().await?;
                 return Ok(outcomes);

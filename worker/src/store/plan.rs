@@ -1,18 +1,19 @@
 //! A batch applied in memory to the rows it holds locked, one event at a
 //! time in the batch's order: dedupe against the inbox (and earlier events
-//! of the batch), move the session forward if the event is newer, count a
-//! failed submission, derive the subject's status and collect the side
-//! effects. The result is the rows to write; the database sees one
+//! of the batch), map the session to the best key its events name, move it
+//! forward if the event is newer, record a failed submission, recompute the
+//! subject's counters from its sessions' counted failures, derive its status
+//! and collect the side effects. The result is the rows to write; the database sees one
 //! statement per table instead of several per event. The rules are those
 //! of [`crate::transition`], which stays the only place that decides.
 
 use std::collections::{BTreeMap, HashSet};
 
 use super::outbox::{self, OutboxContext, OutboxRow};
-use super::state::{Advance, EventRow, Locked, SessionState, SessionWrite, SubjectState};
+use super::state::{Advance, Counted, EventRow, Locked, SessionState, SessionWrite, SubjectState};
 use super::{Applied, EventOutcome, Rules};
 use crate::incoming::{EventKind, Incoming};
-use crate::transition::{AttemptFacts, OrderKey, SessionSummary, Stage, SubjectStatus};
+use crate::transition::{AttemptFacts, SessionSummary, Stage, SubjectStatus};
 
 /// What a batch writes, and each event's outcome in batch order.
 #[derive(Debug, Default)]
@@ -22,6 +23,10 @@ pub struct Plan {
     /// Sorted by id, like every write, so row locks are taken in one order.
     pub sessions: BTreeMap<String, SessionWrite>,
     pub subjects: BTreeMap<String, SubjectState>,
+    /// Subjects the batch left with no session (a key that lost to a better
+    /// one, or the one a session moved away from): deleted, so the record
+    /// does not depend on which event came first or how they were batched.
+    pub deleted_subjects: Vec<String>,
     /// Deduplicated by idempotency key, the first row winning.
     pub outbox: Vec<OutboxRow>,
     /// Sessions a `redacted` event of the batch erases (after the writes).
@@ -41,6 +46,7 @@ pub fn plan(rules: &Rules, batch: &[&Incoming], locked: Locked) -> Result<Plan, 
         let outcome = planner.apply(index, event)?;
         planner.plan.outcomes.push(outcome);
     }
+    planner.delete_empty_subjects();
     Ok(planner.plan)
 }
 
@@ -67,6 +73,7 @@ impl Planner<'_> {
                     index,
                     outcome: "redacted",
                     counted: false,
+                    blocking: false,
                     keep_payload: false,
                 });
                 // Erased again even if it already was (as one event at a
@@ -89,19 +96,48 @@ impl Planner<'_> {
             index,
             outcome: if newer { "applied" } else { "stale" },
             counted: counted.is_some(),
+            blocking: counted.is_some_and(|f| f.class.blocks()),
             keep_payload: !session.redacted,
         });
 
-        let newly_mapped = session.subject_key.is_none() && event.subject_key.is_some();
-        if session.subject_key.is_none() {
-            session.subject_key.clone_from(&event.subject_key);
+        // The session belongs to the lowest (rank, key) its events name: a
+        // function of its events, whichever arrives first. A redacted copy
+        // names nobody; a session no event named stays unmapped, its counted
+        // failures waiting in the inbox for the event that names it.
+        let previous = session.subject_key.clone();
+        if let Some(named) = &event.subject_key {
+            let takes_over = match &session.subject_key {
+                None => true,
+                Some(current) => {
+                    (event.subject_key_rank, named.as_str())
+                        < (session.subject_rank, current.as_str())
+                }
+            };
+            if takes_over {
+                session.subject_key = Some(named.clone());
+                session.subject_rank = event.subject_key_rank;
+            }
         }
+        let remapped = previous != session.subject_key;
         let subject_key = session.subject_key.clone();
+        let subject_rank = session.subject_rank;
+        if let (Some(failure), Some(key)) = (counted, &key) {
+            self.locked
+                .counted
+                .entry(event.session_id.clone())
+                .or_default()
+                .push(Counted {
+                    event_id: key.event_id.clone(),
+                    created: key.created,
+                    code: failure.code.clone(),
+                    blocking: failure.class.blocks(),
+                });
+        }
         if let (true, Some(key)) = (newer, &key) {
             session.last = Some(key.clone());
             session.stage = stage;
             session.has_error = event.failure.is_some();
-            let write = self.session_write(&event.session_id, &subject_key);
+            let write = self.session_write(&event.session_id, &subject_key, subject_rank);
             write.verified |= stage == Stage::Verified;
             write.canceled |= stage == Stage::Canceled;
             write.advance = Some(Advance {
@@ -110,8 +146,11 @@ impl Planner<'_> {
                 reason: event.failure.as_ref().and_then(|f| f.reason.clone()),
                 key: key.clone(),
             });
-        } else if newly_mapped {
-            self.session_write(&event.session_id, &subject_key);
+        } else if remapped {
+            self.session_write(&event.session_id, &subject_key, subject_rank);
+        }
+        if let (true, Some(left)) = (remapped, &previous) {
+            self.refresh(left)?;
         }
 
         let mut result = EventOutcome::of(if newer {
@@ -123,7 +162,7 @@ impl Planner<'_> {
         let Some(subject_key) = subject_key else {
             return Ok(result);
         };
-        if !(newer || counted.is_some() || newly_mapped) {
+        if !(newer || counted.is_some() || remapped) {
             return Ok(result);
         }
 
@@ -132,18 +171,10 @@ impl Planner<'_> {
             .locked
             .subjects
             .get(&subject_key)
-            .ok_or_else(|| format!("subject row `{subject_key}` was not locked"))?;
+            .ok_or_else(|| "a subject row the batch needs was not locked".to_owned())?;
         let mut subject = subject.clone();
         let before = subject.status.clone();
-        if let (Some(failure), Some(key)) = (counted, &key) {
-            count_failure(
-                &mut subject,
-                self.rules.max_failed_attempts,
-                failure.class.blocks(),
-                &failure.code,
-                key,
-            );
-        }
+        self.recount(&mut subject, &summaries);
         let facts = AttemptFacts {
             failed_attempts: subject.failed_attempts,
             blocked: subject.blocked,
@@ -180,20 +211,98 @@ impl Planner<'_> {
         }
         subject.status = status.as_str().to_owned();
         subject.decided_by = decided_by;
-        let changed = self.locked.subjects.get(&subject_key) != Some(&subject);
-        if changed || counted.is_some() {
-            self.plan
-                .subjects
-                .insert(subject_key.clone(), subject.clone());
-        }
-        self.locked.subjects.insert(subject_key, subject);
+        self.store_subject(subject_key, subject);
         tracing::debug!(subject_status = %status, "transition planned");
         Ok(result)
     }
 
-    fn session_write(&mut self, id: &str, subject_key: &Option<String>) -> &mut SessionWrite {
+    /// Keeps `subject` as the batch's latest state of `key`, and writes it
+    /// if it changed.
+    fn store_subject(&mut self, key: String, subject: SubjectState) {
+        if self.locked.subjects.get(&key) != Some(&subject) {
+            self.plan.subjects.insert(key.clone(), subject.clone());
+        }
+        self.locked.subjects.insert(key, subject);
+    }
+
+    /// Recomputes the subject `key` a session just left: its counters and
+    /// status from the sessions it still has (no side effect: nothing
+    /// happened to its person).
+    fn refresh(&mut self, key: &str) -> Result<(), String> {
+        let summaries = self.summaries(key);
+        let mut subject = self
+            .locked
+            .subjects
+            .get(key)
+            .ok_or_else(|| "a subject row the batch needs was not locked".to_owned())?
+            .clone();
+        self.recount(&mut subject, &summaries);
+        let facts = AttemptFacts {
+            failed_attempts: subject.failed_attempts,
+            blocked: subject.blocked,
+            max: self.rules.max_failed_attempts,
+        };
+        let (status, decided_by) = crate::transition::derive_subject(&summaries, facts);
+        subject.status = status.as_str().to_owned();
+        subject.decided_by = decided_by;
+        self.store_subject(key.to_owned(), subject);
+        Ok(())
+    }
+
+    /// The subject's counters from the counted failures of its sessions
+    /// (`summaries`): their number capped at the limit, whether one was of
+    /// a code retrying cannot fix, and the code of the most recent by
+    /// (`created`, event id). A function of the set of events.
+    fn recount(&self, subject: &mut SubjectState, summaries: &[SessionSummary]) {
+        let failures: Vec<&Counted> = summaries
+            .iter()
+            .filter_map(|s| self.locked.counted.get(&s.id))
+            .flatten()
+            .collect();
+        let count = i32::try_from(failures.len()).unwrap_or(i32::MAX);
+        subject.failed_attempts = count.min(self.rules.max_failed_attempts);
+        subject.blocked = failures.iter().any(|f| f.blocking);
+        let last = failures
+            .iter()
+            .max_by(|a, b| (a.created, &a.event_id).cmp(&(b.created, &b.event_id)));
+        subject.last_error_code = last.map(|f| f.code.clone());
+        subject.last_error_event_id = last.map(|f| f.event_id.clone());
+        subject.last_error_created = last.map(|f| f.created);
+    }
+
+    /// Moves every locked subject no session belongs to any more from the
+    /// writes to the deletions.
+    fn delete_empty_subjects(&mut self) {
+        let mut empty: Vec<String> = self
+            .locked
+            .subjects
+            .keys()
+            .filter(|key| {
+                self.locked.others.get(*key).is_none_or(Vec::is_empty)
+                    && !self
+                        .locked
+                        .sessions
+                        .values()
+                        .any(|s| s.subject_key.as_ref() == Some(*key))
+            })
+            .cloned()
+            .collect();
+        empty.sort();
+        for key in &empty {
+            self.plan.subjects.remove(key);
+        }
+        self.plan.deleted_subjects = empty;
+    }
+
+    fn session_write(
+        &mut self,
+        id: &str,
+        subject_key: &Option<String>,
+        subject_rank: i16,
+    ) -> &mut SessionWrite {
         let write = self.plan.sessions.entry(id.to_owned()).or_default();
         write.subject_key.clone_from(subject_key);
+        write.subject_rank = subject_rank;
         write
     }
 
@@ -216,28 +325,6 @@ impl Planner<'_> {
         summaries.sort_by(|a, b| a.id.cmp(&b.id));
         summaries
     }
-}
-
-/// One failed submission: counted (capped at `max`), and its code kept if
-/// it is the most recent failure by (`created`, event id).
-fn count_failure(subject: &mut SubjectState, max: i32, blocks: bool, code: &str, key: &OrderKey) {
-    subject.failed_attempts = subject.failed_attempts.saturating_add(1).min(max);
-    subject.blocked |= blocks;
-    let more_recent = match (subject.last_error_created, &subject.last_error_event_id) {
-        (None, _) => true,
-        (Some(created), Some(id)) => (created, id.as_str()) < (key.created, key.event_id.as_str()),
-        // A code without its event id: only a later second replaces it.
-        (Some(created), None) => created < key.created,
-    };
-    if more_recent {
-        subject.last_error_code = Some(code.to_owned());
-        subject.last_error_event_id = Some(key.event_id.clone());
-    }
-    subject.last_error_created = Some(
-        subject
-            .last_error_created
-            .map_or(key.created, |c| c.max(key.created)),
-    );
 }
 
 #[cfg(test)]

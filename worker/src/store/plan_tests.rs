@@ -4,6 +4,7 @@
 use super::*;
 use crate::incoming::Failure;
 use crate::policy::CodeClass;
+use crate::store::state::Counted;
 
 const RULES: Rules = Rules {
     max_failed_attempts: 3,
@@ -19,6 +20,7 @@ fn event(id: &str, stage: Stage, created: i64, code: Option<&str>) -> Incoming {
         livemode: false,
         session_id: "vs_1".to_owned(),
         subject_key: Some("user_1".to_owned()),
+        subject_key_rank: 0,
         failure: code.map(|code| Failure {
             code: code.to_owned(),
             reason: Some("a reason".to_owned()),
@@ -177,4 +179,64 @@ fn a_subject_that_was_not_locked_is_an_error() {
     locked.subjects.clear();
     let a = event("evt_a", Stage::Processing, 10, None);
     assert!(plan(&RULES, &[&a], locked).is_err());
+}
+
+fn subject_row() -> SubjectState {
+    SubjectState {
+        status: "pending".to_owned(),
+        decided_by: None,
+        failed_attempts: 0,
+        blocked: false,
+        last_error_code: None,
+        last_error_created: None,
+        last_error_event_id: None,
+    }
+}
+
+#[test]
+fn two_keys_for_a_new_session_in_one_batch_leave_no_phantom() {
+    // The session id names it first, then `client_reference_id` (a lower
+    // rank): it belongs to `user_1`, and the session-id subject is deleted.
+    let mut by_session = event("evt_a", Stage::RequiresInput, 10, Some("document_expired"));
+    by_session.subject_key = Some("vs_1".to_owned());
+    by_session.subject_key_rank = 2;
+    let named = event("evt_b", Stage::Processing, 11, None);
+    let mut locked = fresh();
+    locked.subjects.insert("vs_1".to_owned(), subject_row());
+    let plan = plan(&RULES, &[&by_session, &named], locked).unwrap();
+    assert_eq!(plan.deleted_subjects, ["vs_1"]);
+    assert!(!plan.subjects.contains_key("vs_1"));
+    let write = &plan.sessions["vs_1"];
+    assert_eq!(
+        (write.subject_key.as_deref(), write.subject_rank),
+        (Some("user_1"), 0)
+    );
+    // The failure counted while the session was `vs_1`'s moved with it.
+    let subject = &plan.subjects["user_1"];
+    assert_eq!(subject.failed_attempts, 1);
+    assert_eq!(subject.last_error_code.as_deref(), Some("document_expired"));
+}
+
+#[test]
+fn a_redacted_copy_names_nobody_and_its_failure_waits_for_the_person() {
+    let mut copy = event("evt_a", Stage::RequiresInput, 10, Some("document_expired"));
+    copy.subject_key = None;
+    let plan_alone = plan(&RULES, &[&copy], fresh()).unwrap();
+    assert!(plan_alone.subjects.is_empty());
+    assert_eq!(plan_alone.events.len(), 1);
+    assert!(plan_alone.events[0].counted);
+    // Once an event names the person, the recorded failure counts for them.
+    let mut locked = fresh();
+    locked.counted.insert(
+        "vs_1".to_owned(),
+        vec![Counted {
+            event_id: "evt_a".to_owned(),
+            created: 10,
+            code: "document_expired".to_owned(),
+            blocking: false,
+        }],
+    );
+    let named = event("evt_b", Stage::Processing, 5, None);
+    let plan = plan(&RULES, &[&named], locked).unwrap();
+    assert_eq!(plan.subjects["user_1"].failed_attempts, 1);
 }

@@ -10,6 +10,10 @@ use crate::transition::{OrderKey, SessionSummary, Stage};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionState {
     pub subject_key: Option<String>,
+    /// The rank of `subject_key`'s source ([`crate::subject_key::SubjectKey`]);
+    /// `i16::MIN` for a session mapped before ranks were stored, so that it
+    /// keeps its subject.
+    pub subject_rank: i16,
     pub stage: Stage,
     /// `last_error_code IS NOT NULL`.
     pub has_error: bool,
@@ -22,6 +26,7 @@ impl Default for SessionState {
     fn default() -> Self {
         Self {
             subject_key: None,
+            subject_rank: i16::MAX,
             stage: Stage::Created,
             has_error: false,
             last: None,
@@ -54,6 +59,18 @@ pub struct SubjectState {
     pub last_error_event_id: Option<String>,
 }
 
+/// A counted failed submission of one of the sessions in play: a subject's
+/// counters are recomputed from those of its sessions, so they are a
+/// function of the set of events, whichever session joined it when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub event_id: String,
+    pub created: i64,
+    pub code: String,
+    /// Its code is one retrying cannot fix.
+    pub blocking: bool,
+}
+
 /// Everything the batch read under its locks.
 #[derive(Debug, Default)]
 pub struct Locked {
@@ -65,6 +82,9 @@ pub struct Locked {
     pub others: HashMap<String, Vec<SessionSummary>>,
     /// Ids of the batch's events already in the inbox.
     pub seen: HashSet<String>,
+    /// Counted failures of the batch's sessions and of the subjects' other
+    /// sessions, by session id (the batch's own are added as planned).
+    pub counted: HashMap<String, Vec<Counted>>,
 }
 
 /// How a session row changes: the last event that moved it forward (if
@@ -73,6 +93,7 @@ pub struct Locked {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionWrite {
     pub subject_key: Option<String>,
+    pub subject_rank: i16,
     pub advance: Option<Advance>,
     pub verified: bool,
     pub canceled: bool,
@@ -94,5 +115,7 @@ pub struct EventRow {
     pub index: usize,
     pub outcome: &'static str,
     pub counted: bool,
+    /// A counted failure whose code retrying cannot fix.
+    pub blocking: bool,
     pub keep_payload: bool,
 }

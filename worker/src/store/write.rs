@@ -1,5 +1,6 @@
 //! The writes of a batch: one statement per table (rows passed as arrays
-//! and `unnest`ed), then the erasures of sessions a `redacted` event named,
+//! and `unnest`ed; subjects left with no session deleted after the
+//! sessions moved off them), then the erasures of sessions a `redacted` event named,
 //! all prepared first and then sent together in one round trip, in this
 //! order (PostgreSQL runs them in the order sent, so the erasures also
 //! cover rows this batch wrote, as they would one event at a time).
@@ -12,15 +13,16 @@ use super::plan::Plan;
 use crate::incoming::Incoming;
 
 const INSERT_EVENTS: &str = "INSERT INTO events (id, type, session_id, created, livemode, \
-     outcome, counted_attempt, error_code, received_at, payload) \
+     outcome, counted_attempt, error_code, received_at, payload, blocking_attempt) \
      SELECT id, type, session_id, created, livemode, outcome, counted, code, \
-     to_timestamp(ms / 1000.0), payload \
+     to_timestamp(ms / 1000.0), payload, blocking \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], $6::text[], \
-     $7::bool[], $8::text[], $9::int8[], $10::jsonb[]) \
-     AS e(id, type, session_id, created, livemode, outcome, counted, code, ms, payload) \
+     $7::bool[], $8::text[], $9::int8[], $10::jsonb[], $11::bool[]) \
+     AS e(id, type, session_id, created, livemode, outcome, counted, code, ms, payload, blocking) \
      ON CONFLICT (id) DO NOTHING";
 const UPDATE_SESSIONS: &str = "UPDATE sessions s SET \
-     subject_key = COALESCE(s.subject_key, u.subject_key), \
+     subject_key = COALESCE(u.subject_key, s.subject_key), \
+     subject_key_rank = CASE WHEN u.subject_key IS NULL THEN s.subject_key_rank ELSE u.rank_of_key END, \
      status = CASE WHEN u.advanced THEN u.status ELSE s.status END, \
      last_error_code = CASE WHEN u.advanced THEN u.code ELSE s.last_error_code END, \
      last_error_reason = CASE WHEN NOT u.advanced THEN s.last_error_reason \
@@ -32,8 +34,9 @@ const UPDATE_SESSIONS: &str = "UPDATE sessions s SET \
      canceled_at = CASE WHEN u.canceled THEN COALESCE(s.canceled_at, now()) ELSE s.canceled_at END, \
      updated_at = now() \
      FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], \
-     $7::text[], $8::int8[], $9::int2[], $10::bool[], $11::bool[]) \
-     AS u(id, subject_key, advanced, status, code, reason, event_id, created, rank, verified, canceled) \
+     $7::text[], $8::int8[], $9::int2[], $10::bool[], $11::bool[], $12::int2[]) \
+     AS u(id, subject_key, advanced, status, code, reason, event_id, created, rank, verified, \
+     canceled, rank_of_key) \
      WHERE s.id = u.id";
 const UPDATE_SUBJECTS: &str = "UPDATE subjects s SET status = u.status, \
      decided_by_session = u.decided_by, failed_attempts = u.failed, blocked = u.blocked, \
@@ -42,6 +45,7 @@ const UPDATE_SUBJECTS: &str = "UPDATE subjects s SET status = u.status, \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::bool[], $6::text[], \
      $7::int8[], $8::text[]) AS u(key, status, decided_by, failed, blocked, code, created, event_id) \
      WHERE s.key = u.key";
+const DELETE_SUBJECTS: &str = "DELETE FROM subjects WHERE key = ANY($1)";
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (kind, idempotency_key, subject_key, session_id, payload) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
      ON CONFLICT (idempotency_key) DO NOTHING";
@@ -55,10 +59,11 @@ const REDACT: [&str; 3] = [
 
 /// Writes `plan` (for `batch`); returns how many inbox rows were inserted.
 pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Result<u64, Error> {
-    let (events, sessions, subjects, outbox, redact0, redact1, redact2) = tokio::try_join!(
+    let (events, sessions, subjects, delete, outbox, redact0, redact1, redact2) = tokio::try_join!(
         tx.prepare_cached(INSERT_EVENTS),
         tx.prepare_cached(UPDATE_SESSIONS),
         tx.prepare_cached(UPDATE_SUBJECTS),
+        tx.prepare_cached(DELETE_SUBJECTS),
         tx.prepare_cached(INSERT_OUTBOX),
         tx.prepare_cached(REDACT[0]),
         tx.prepare_cached(REDACT[1]),
@@ -86,7 +91,8 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         .iter()
         .map(|(e, r)| r.keep_payload.then_some(&e.payload))
         .collect();
-    let event_params: [&(dyn ToSql + Sync); 10] = [
+    let e_blocking: Vec<bool> = rows.iter().map(|(_, r)| r.blocking).collect();
+    let event_params: [&(dyn ToSql + Sync); 11] = [
         &e_ids,
         &e_types,
         &e_sessions,
@@ -97,6 +103,7 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         &e_codes,
         &e_received,
         &e_payloads,
+        &e_blocking,
     ];
 
     let s = &plan.sessions;
@@ -118,7 +125,8 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
     let s_ranks: Vec<Option<i16>> = advance().map(|a| a.map(|a| a.key.rank)).collect();
     let s_verified: Vec<bool> = s.values().map(|w| w.verified).collect();
     let s_canceled: Vec<bool> = s.values().map(|w| w.canceled).collect();
-    let session_params: [&(dyn ToSql + Sync); 11] = [
+    let s_key_ranks: Vec<i16> = s.values().map(|w| w.subject_rank).collect();
+    let session_params: [&(dyn ToSql + Sync); 12] = [
         &s_ids,
         &s_subjects,
         &s_advanced,
@@ -130,6 +138,7 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         &s_ranks,
         &s_verified,
         &s_canceled,
+        &s_key_ranks,
     ];
 
     let j = &plan.subjects;
@@ -164,6 +173,7 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
     let outbox_params: [&(dyn ToSql + Sync); 5] =
         [&o_kinds, &o_keys, &o_subjects, &o_sessions, &o_payloads];
     let redacted: [&(dyn ToSql + Sync); 1] = [&plan.redacted];
+    let deleted: [&(dyn ToSql + Sync); 1] = [&plan.deleted_subjects];
 
     // Each is skipped when it has no rows; the order of the list is the
     // order PostgreSQL runs them in.
@@ -173,6 +183,7 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         skip_or(tx, &events, &event_params, rows.is_empty()),
         skip_or(tx, &sessions, &session_params, s.is_empty()),
         skip_or(tx, &subjects, &subject_params, j.is_empty()),
+        skip_or(tx, &delete, &deleted, plan.deleted_subjects.is_empty()),
         skip_or(tx, &outbox, &outbox_params, o.is_empty()),
         skip_or(tx, &redact0, &redacted, no_redaction),
         skip_or(tx, &redact1, &redacted, no_redaction),
