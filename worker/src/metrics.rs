@@ -43,6 +43,9 @@ pub struct Metrics {
     pub dead_letters: Family<KindLabels, Counter>,
     /// Retries of a batch because PostgreSQL was unavailable.
     pub infrastructure_retries: Counter,
+    /// Deliveries sent to wait a second because their subject was held up
+    /// in a lane whose share of the window was full.
+    pub deferred: Counter,
     /// now − the event's `created`, for the last batch.
     pub consumer_lag_seconds: Gauge<f64, AtomicU64>,
 }
@@ -110,6 +113,12 @@ impl Default for Metrics {
             "Batch retries while PostgreSQL was unavailable",
             infrastructure_retries.clone(),
         );
+        let deferred = Counter::default();
+        registry.register(
+            "deferred",
+            "Deliveries deferred for a second: their subject was held up in a lane whose share of the window was full",
+            deferred.clone(),
+        );
         let consumer_lag_seconds = Gauge::default();
         registry.register(
             "consumer_lag_seconds",
@@ -128,6 +137,7 @@ impl Default for Metrics {
             message_retries,
             dead_letters,
             infrastructure_retries,
+            deferred,
             consumer_lag_seconds,
         }
     }

@@ -1,54 +1,168 @@
 //! One consumer, `WORKER_CONSUMERS` lanes. The consumer parses each
-//! delivery and hands it to a lane chosen by its subject (else its
-//! session), so the events of one person are applied by one lane, one
-//! batch after another: the lanes of a worker never wait on each other's
-//! row locks. (With one AMQP consumer per lane, the broker spread a
-//! person's events round-robin over the lanes, whose transactions then
-//! queued behind each other on the same rows: a convoy that cost both
-//! throughput and latency.) Routing is only an optimisation: correctness
-//! still rests on the row locks, as between workers.
-//!
-//! Each lane takes a batch (up to `WORKER_BATCH_SIZE`, waiting at most
+//! delivery and puts it on a board of pending deliveries; each lane takes a
+//! batch from the board (up to `WORKER_BATCH_SIZE`, waiting at most
 //! `WORKER_BATCH_LINGER_MS` for it to fill), processes it ([`batch`]) and
-//! repeats; on shutdown it stops taking batches (what it holds unstarted
-//! is requeued by the broker when the link closes).
+//! repeats. A delivery's key is its subject (else its session): while a
+//! lane has a key in hand, the other lanes leave that key's deliveries on
+//! the board, so the events of one person are applied by one lane at a
+//! time and the lanes of a worker never wait on each other's row locks.
+//! (With one AMQP consumer per lane, the broker spread a person's events
+//! round-robin over the lanes, whose transactions then queued behind each
+//! other on the same rows.) Any free lane takes any other key: routing is
+//! only an optimisation, correctness still rests on the row locks.
+//!
+//! One person held up (their row locked elsewhere, a slow batch) must not
+//! idle the worker. The lanes share the prefetch window (`WORKER_PREFETCH`
+//! × lanes), and before this board each lane had an unbounded queue fed by
+//! subject hash: a stuck lane soaked up the whole window, its person's
+//! events and those of everyone hashed with it, while the other lanes sat
+//! idle. Now a lane holds its batch, and the board holds for the keys it
+//! has in hand at most `WORKER_PREFETCH − WORKER_BATCH_SIZE` deliveries:
+//! one lane's share of the window in all. Beyond that share such a
+//! delivery is deferred ([`defer`]: a copy waits a second in a retry queue,
+//! the original is acked), so the rest of the window always goes to people
+//! a free lane can apply now. Waiting instead (the consumer stops reading)
+//! would stall everyone behind the stuck person's next delivery, and a
+//! requeue would count a delivery toward `x-delivery-limit` on RabbitMQ
+//! 3.x, sending a busy person's events to the DLQ within moments.
+//!
+//! On shutdown the lanes stop taking batches; what the board holds is
+//! requeued by the broker when the link closes.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::future::try_join_all;
 use lapin::Channel;
 use lapin::message::Delivery;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
+use tracing::debug;
 
 use super::batch::{self, Parsed};
-use super::{Context, connect};
+use super::{Context, connect, defer};
+
+/// A parsed delivery waiting for a lane.
+#[derive(Debug)]
+struct Pending {
+    parsed: Parsed,
+    arrived: Instant,
+    /// Subject, else session; `None` for a body that could not be read.
+    key: Option<String>,
+}
+
+/// Deliveries waiting for a lane, and the keys each lane has in hand.
+#[derive(Debug, Default)]
+struct Board {
+    pending: VecDeque<Pending>,
+    /// Key → the lane whose batch holds it.
+    in_hand: HashMap<String, usize>,
+    /// Pending deliveries per key.
+    pending_per_key: HashMap<String, usize>,
+}
+
+impl Board {
+    /// Pending deliveries whose key lane `lane` has in hand.
+    fn blocked_behind(&self, lane: usize) -> usize {
+        self.in_hand
+            .iter()
+            .filter(|(_, held_by)| **held_by == lane)
+            .map(|(key, _)| self.pending_per_key.get(key).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// Moves up to `room` deliveries `lane` may take into `batch`, in
+    /// arrival order, marking their keys in hand.
+    fn take(&mut self, lane: usize, room: usize, batch: &mut Vec<(Parsed, Instant)>) {
+        let mut index = 0;
+        let mut taken = 0;
+        while taken < room && index < self.pending.len() {
+            let free = self.pending[index]
+                .key
+                .as_ref()
+                .is_none_or(|key| self.in_hand.get(key).is_none_or(|held| *held == lane));
+            if !free {
+                index += 1;
+                continue;
+            }
+            let Some(pending) = self.pending.remove(index) else {
+                break;
+            };
+            if let Some(key) = pending.key {
+                if let Some(count) = self.pending_per_key.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.pending_per_key.remove(&key);
+                    }
+                }
+                self.in_hand.insert(key, lane);
+            }
+            batch.push((pending.parsed, pending.arrived));
+            taken += 1;
+        }
+    }
+
+    /// Lane `lane` finished its batch: its keys are free again.
+    fn release(&mut self, lane: usize) {
+        self.in_hand.retain(|_, held_by| *held_by != lane);
+    }
+}
+
+/// The board and a signal bumped at every change of it.
+struct Shared {
+    board: std::sync::Mutex<Board>,
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn with<T>(&self, f: impl FnOnce(&mut Board) -> T) -> T {
+        let mut board = match self.board.lock() {
+            Ok(board) => board,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut board)
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
 
 /// Consumes `link` until shutdown (`Ok`) or a broker error.
 pub async fn run(ctx: &Context, link: &mut connect::Link) -> Result<(), String> {
     let lanes = ctx.settings.consumers.max(1);
-    // Unbounded, yet bounded by the prefetch window: the broker sends no
-    // more than that many unacked deliveries. A full lane never stalls the
-    // others behind the consumer.
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..lanes).map(|_| mpsc::unbounded_channel()).unzip();
+    let shared = Shared {
+        board: std::sync::Mutex::new(Board::default()),
+        changed: watch::Sender::new(0),
+    };
     let publisher = &link.publisher;
-    let dispatch = dispatch(ctx, &mut link.consumer, senders);
-    let lanes = try_join_all(
-        receivers
-            .into_iter()
-            .map(|receiver| lane(ctx, publisher, receiver)),
-    );
+    let dispatch = dispatch(ctx, &mut link.consumer, publisher, &shared);
+    let lanes = try_join_all((0..lanes).map(|index| lane(ctx, publisher, &shared, index)));
     tokio::try_join!(dispatch, lanes).map(|_| ())
 }
 
-/// Parses deliveries and routes them to the lanes, until shutdown.
+/// The key a delivery is applied under.
+fn key_of(parsed: &Parsed) -> Option<String> {
+    let event = parsed.event.as_ref().ok()?;
+    Some(
+        event
+            .subject_key
+            .as_deref()
+            .unwrap_or(&event.session_id)
+            .to_owned(),
+    )
+}
+
+/// Parses deliveries onto the board (or defers them), until shutdown.
 async fn dispatch(
     ctx: &Context,
     consumer: &mut lapin::Consumer,
-    lanes: Vec<mpsc::UnboundedSender<(Parsed, Instant)>>,
+    publisher: &Channel,
+    shared: &Shared,
 ) -> Result<(), String> {
+    // What the board may hold behind one lane's keys in hand, beyond the
+    // lane's batch: the lane's share of the window.
+    let share = usize::from(ctx.settings.prefetch).saturating_sub(ctx.settings.batch_size);
     loop {
         let next = tokio::select! {
             biased;
@@ -62,47 +176,82 @@ async fn dispatch(
         };
         let arrived = Instant::now();
         let parsed = batch::parse(ctx, delivery);
-        let mut hasher = DefaultHasher::new();
-        match &parsed.event {
-            Ok(event) => event
-                .subject_key
-                .as_deref()
-                .unwrap_or(&event.session_id)
-                .hash(&mut hasher),
-            Err(_) => parsed.delivery.delivery_tag.hash(&mut hasher),
-        }
-        let index = usize::try_from(hasher.finish() % lanes.len() as u64).unwrap_or(0);
-        if let Some(lane) = lanes.get(index) {
-            // A lane only stops after shutdown or a broker error, both of
-            // which end this loop too; the delivery is then requeued.
-            let _ = lane.send((parsed, arrived));
+        let key = key_of(&parsed);
+        let pending = Pending {
+            parsed,
+            arrived,
+            key,
+        };
+        let refused = shared.with(|board| {
+            if let Some(key) = &pending.key
+                && let Some(lane) = board.in_hand.get(key).copied()
+                && board.blocked_behind(lane) >= share
+            {
+                return Some(pending);
+            }
+            if let Some(key) = &pending.key {
+                *board.pending_per_key.entry(key.clone()).or_insert(0) += 1;
+            }
+            board.pending.push_back(pending);
+            None
+        });
+        match refused {
+            None => shared.bump(),
+            Some(pending) => {
+                debug!("lane's share of the window full; delivery deferred");
+                defer::defer(publisher, &ctx.settings.topology, &pending.parsed.delivery).await?;
+                ctx.metrics.deferred.inc();
+            }
         }
     }
 }
 
-/// Takes batches from `receiver` and processes them, until shutdown or
-/// until the consumer stops routing.
+/// Takes batches from the board and processes them, until shutdown.
 async fn lane(
     ctx: &Context,
     publisher: &Channel,
-    mut receiver: mpsc::UnboundedReceiver<(Parsed, Instant)>,
+    shared: &Shared,
+    index: usize,
 ) -> Result<(), String> {
+    let mut changes = shared.changed.subscribe();
     loop {
-        let first = tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => return Ok(()),
-            first = receiver.recv() => first,
-        };
-        let Some(first) = first else { return Ok(()) };
-        let mut deliveries = vec![first];
-        let deadline = tokio::time::Instant::now() + ctx.settings.batch_linger;
-        while deliveries.len() < ctx.settings.batch_size {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(next)) => deliveries.push(next),
-                Ok(None) | Err(_) => break,
+        let mut deliveries = Vec::new();
+        // The first delivery: wait for one this lane may take.
+        loop {
+            if ctx.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            changes.borrow_and_update();
+            shared.with(|board| board.take(index, ctx.settings.batch_size, &mut deliveries));
+            if !deliveries.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => return Ok(()),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
             }
         }
-        match batch::process(ctx, publisher, deliveries).await {
+        // Then let the batch fill for up to the linger.
+        let deadline = tokio::time::Instant::now() + ctx.settings.batch_linger;
+        while deliveries.len() < ctx.settings.batch_size {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {
+                    changes.borrow_and_update();
+                    let room = ctx.settings.batch_size - deliveries.len();
+                    shared.with(|board| board.take(index, room, &mut deliveries));
+                }
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        let result = batch::process(ctx, publisher, deliveries).await;
+        shared.with(|board| board.release(index));
+        shared.bump();
+        match result {
             Ok(()) => {}
             Err(batch::BatchError::ShuttingDown) => return Ok(()),
             Err(batch::BatchError::Broker(error)) => return Err(error),

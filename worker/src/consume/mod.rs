@@ -8,6 +8,7 @@
 
 mod batch;
 mod connect;
+mod defer;
 pub mod failure;
 mod lanes;
 

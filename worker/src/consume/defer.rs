@@ -1,0 +1,69 @@
+//! Deferring a delivery the worker cannot start on yet (its subject is
+//! held up in a lane and that lane's share of the window is full): a copy
+//! waits [`DEFER_DELAY`] in the first retry queue and comes back to
+//! `idv.events`; the original is acked once the broker confirmed the copy.
+//! Not a message failure: no attempt is counted (`x-idv-attempts` stays),
+//! and no delivery either, where a requeue would count one toward
+//! `x-delivery-limit` on RabbitMQ 3.x (and come straight back).
+
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, message::Delivery};
+use shared::topology::{RETRY_DELAYS, Topology};
+
+/// How long a deferred delivery stays away (within the first retry
+/// queue's TTL, which can only be shortened).
+pub const DEFER_DELAY: Duration = Duration::from_secs(1);
+
+/// Times the delivery was deferred, for operators reading a message.
+pub const DEFERRALS_HEADER: &str = "x-idv-deferrals";
+
+/// Sends a copy of `delivery` to wait [`DEFER_DELAY`], then acks it.
+pub async fn defer(
+    publisher: &Channel,
+    topology: &Topology,
+    delivery: &Delivery,
+) -> Result<(), String> {
+    let headers = delivery.properties.headers().as_ref();
+    let deferrals = match headers.and_then(|h| h.inner().get(DEFERRALS_HEADER)) {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        _ => 0,
+    };
+    let mut table = headers.cloned().unwrap_or_else(FieldTable::default);
+    table.insert(
+        DEFERRALS_HEADER.into(),
+        AMQPValue::LongLongInt(deferrals.saturating_add(1)),
+    );
+    let properties = delivery
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_expiration(DEFER_DELAY.as_millis().to_string().into());
+    let queue = topology.retry_queue(RETRY_DELAYS[0]);
+    let confirmation = publisher
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,  // a missing queue is an error, not a silent drop
+                immediate: false, // not supported by RabbitMQ
+            },
+            &delivery.data,
+            properties,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    if !confirmation.is_ack() || confirmation.take_message().is_some() {
+        return Err("the broker did not accept a deferred delivery".to_owned());
+    }
+    delivery
+        .acker
+        .ack(BasicAckOptions { multiple: false })
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
