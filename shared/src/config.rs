@@ -49,13 +49,17 @@ impl fmt::Debug for Env {
 }
 
 impl Env {
-    /// The process environment (variables that are not valid UTF-8 are skipped).
+    /// The process environment. A value that is not valid UTF-8 is kept
+    /// with its bad bytes replaced (U+FFFD), never dropped: a dropped value
+    /// would silently become the default (another database, another
+    /// broker), while a replaced one fails its check or its connection.
     pub fn from_process() -> Self {
-        Self::from_pairs(
-            std::env::vars_os().filter_map(|(key, value)| {
-                Some((key.into_string().ok()?, value.into_string().ok()?))
-            }),
-        )
+        Self::from_pairs(std::env::vars_os().filter_map(|(key, value)| {
+            Some((
+                key.into_string().ok()?,
+                value.to_string_lossy().into_owned(),
+            ))
+        }))
     }
 
     pub fn from_pairs<K: Into<String>, V: Into<String>>(

@@ -1,8 +1,11 @@
 //! Logging set-up shared by every binary: `tracing` with a filter from
 //! `RUST_LOG`, readable lines by default and JSON when `LOG_FORMAT=json`.
 //! Each binary checks `RUST_LOG` with [`check_filter`] when it loads its
-//! settings, so a typo stops start-up instead of silently logging with the
-//! default filter.
+//! settings, so a filter `tracing` cannot parse (`info,lapin=loud`) stops
+//! start-up instead of silently logging with the default filter. A
+//! misspelt level alone (`inof`) still parses, as a filter for a target of
+//! that name, and so silences the log: `tracing`'s syntax cannot tell it
+//! from a real target.
 //!
 //! Whatever `RUST_LOG` says, lapin logs only errors and `amq_protocol*`
 //! nothing: lapin prints a returned message whole at `warn` and frames
@@ -50,9 +53,18 @@ pub fn check_filter(env: &Env) -> Result<(), ConfigError> {
                 FILTER_VAR,
                 "comma-separated directives such as `info` or `info,lapin=error` \
                  (levels: off, error, warn, info, debug, trace)",
-                Some(raw),
+                Some(&shown(raw)),
             )
         }),
+    }
+}
+
+/// At most the first 80 characters of `raw`, for an error message.
+fn shown(raw: &str) -> String {
+    const SHOWN: usize = 80;
+    match raw.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}…", &raw[..cut]),
+        None => raw.to_owned(),
     }
 }
 
@@ -111,6 +123,15 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refused_filter_is_shown_short() {
+        let long = format!("info,{}", "x=".repeat(5000));
+        let env = crate::config::Env::from_pairs([("RUST_LOG", long.as_str())]);
+        let message = check_filter(&env).unwrap_err().to_string();
+        assert!(message.len() < 400, "{message}");
+        assert!(message.contains('…'), "{message}");
+    }
+
     use super::*;
 
     use std::sync::{Arc, Mutex};

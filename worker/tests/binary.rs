@@ -292,3 +292,19 @@ async fn sigterm_stops_a_running_worker_with_exit_0() {
 async fn sigint_stops_a_running_worker_with_exit_0() {
     stops_on("INT").await;
 }
+
+#[tokio::test]
+async fn a_setting_that_is_not_utf8_is_not_replaced_by_its_default() {
+    use std::os::unix::ffi::OsStringExt as _;
+    // Nothing listens on port 1. Were the value dropped, the default
+    // (127.0.0.1:5432) would answer and the broker's failure be named.
+    let database = std::ffi::OsString::from_vec(b"postgres://postgres@127.0.0.1:1/x\xff".to_vec());
+    let mut command = worker(
+        UNREACHABLE_DATABASE,
+        &TestPrefix::new(),
+        &[("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")],
+    );
+    command.env("DATABASE_URL", database);
+    let output = finish(&mut command).await;
+    assert_names(&output, 1, "DATABASE_URL");
+}
