@@ -1,8 +1,11 @@
 //! One batch of deliveries: parse each, apply the parsed ones in one
 //! transaction (retrying with backoff while PostgreSQL is unavailable,
 //! holding the deliveries unacked so consumption pauses and no attempt is
-//! spent), forward message failures to a retry queue or the DLQ, then ack
-//! everything together after the commit.
+//! spent; should the worker die or its link close meanwhile, the broker
+//! returns them with one delivery counted each, once per outage, since the
+//! next link waits for the database before consuming), forward message
+//! failures to a retry queue or the DLQ, then ack everything together
+//! after the commit.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
