@@ -294,17 +294,13 @@ async fn sigint_stops_a_running_worker_with_exit_0() {
 }
 
 #[tokio::test]
-async fn a_setting_that_is_not_utf8_is_not_replaced_by_its_default() {
+async fn a_setting_that_is_not_utf8_is_refused_not_replaced_by_its_default() {
     use std::os::unix::ffi::OsStringExt as _;
-    // Nothing listens on port 1. Were the value dropped, the default
-    // (127.0.0.1:5432) would answer and the broker's failure be named.
-    let database = std::ffi::OsString::from_vec(b"postgres://postgres@127.0.0.1:1/x\xff".to_vec());
-    let mut command = worker(
-        UNREACHABLE_DATABASE,
-        &TestPrefix::new(),
-        &[("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")],
-    );
-    command.env("DATABASE_URL", database);
+    // Were the value dropped, the default (4) would be taken and the
+    // worker would go on to fail on the unreachable database (exit 1).
+    let consumers = std::ffi::OsString::from_vec(b"4\xff".to_vec());
+    let mut command = worker(UNREACHABLE_DATABASE, &TestPrefix::new(), &[]);
+    command.env("WORKER_CONSUMERS", consumers);
     let output = finish(&mut command).await;
-    assert_names(&output, 1, "DATABASE_URL");
+    assert_names(&output, 2, "invalid WORKER_CONSUMERS");
 }
