@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 source deploy/services.sh
 
 ensure_services
+ensure_test_login
 ensure_rust
 
 cargo build --release --quiet -p idv-ingest -p idv-worker -p idv-tests --bins

@@ -54,9 +54,11 @@ if command -v rabbitmqctl >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmqctl ]; then
   done
 fi
 
-if [ -z "${IDV_TEST_POSTGRES_URL:-}" ] && [ -f target/run/env ]; then
+# The tests' credentials: deploy/test.sh exports them; run by hand, the
+# file ensure_test_login (deploy/services.sh) keeps them in.
+if [ -z "${IDV_TEST_POSTGRES_URL:-}" ] && [ -r target/run/test-env ]; then
   # shellcheck source=/dev/null
-  . target/run/env
+  . target/run/test-env
 fi
 pg_url=${IDV_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:$(pg_port)}
 if command -v psql >/dev/null 2>&1; then

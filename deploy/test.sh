@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 source deploy/services.sh
 
 ensure_services
+ensure_test_login
 ensure_rust
 
 # Every queue and database this run creates carries its tag; whatever a

@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=deploy/services.sh
 source deploy/services.sh
 
+database_url_given=${DATABASE_URL:+yes}
 ensure_services
+ensure_app_login
 ensure_rust
 
 default_secret=whsec_test_secret
@@ -68,9 +70,10 @@ else
   secret_note="secret: your STRIPE_WEBHOOK_SECRET"
 fi
 env_note=""
-if [ -f target/run/env ]; then
+if [ -z "$database_url_given" ]; then
   env_note="
-(In a new shell, first: . target/run/env  — it holds the local DATABASE_URL.)"
+(In a new shell, first: . target/run/env  — it holds the local DATABASE_URL,
+the role idv's password included; readable by you only.)"
 fi
 cat <<MSG
 
