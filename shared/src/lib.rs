@@ -2,6 +2,7 @@
 //!
 //! Everything both sides must agree on lives here, so that it is written once:
 //! the Stripe event and VerificationSession types ([`event`], [`session`]),
+//! the message envelope: header names and properties ([`envelope`]),
 //! webhook signature verification and test signing ([`signature`]),
 //! configuration helpers that name the variable at fault ([`config`]), the
 //! AMQP names and queue arguments ([`topology`]) and logging set-up
@@ -11,6 +12,7 @@
 //! lapin code that declares the topology.
 
 pub mod config;
+pub mod envelope;
 pub mod event;
 pub mod session;
 pub mod signature;

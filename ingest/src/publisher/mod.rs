@@ -20,7 +20,6 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,8 +32,6 @@ use link::Link;
 pub use link::OpenError;
 use slot::{ConfirmWatch, ReplaceReason};
 
-/// AMQP delivery mode 2: the broker writes the message to disk.
-const PERSISTENT: u8 = 2;
 /// How often the supervisor checks that the connection and channels are up.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A link that lived at least this long was healthy: the next outage starts
@@ -369,20 +366,12 @@ impl Publisher {
 }
 
 fn properties(event: &OutgoingEvent<'_>) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "x-request-id".into(),
-        AMQPValue::LongString(LongString::from(event.request_id)),
-    );
-    headers.insert(
-        "x-received-at-ms".into(),
-        AMQPValue::LongLongInt(event.received_at_ms),
-    );
-    BasicProperties::default()
-        .with_delivery_mode(PERSISTENT)
-        .with_content_type("application/json".into())
-        .with_message_id(event.event_id.into())
-        .with_type(event.event_type.into())
-        .with_timestamp(u64::try_from(event.created).unwrap_or(0))
-        .with_headers(headers)
+    shared::envelope::Envelope {
+        event_type: event.event_type,
+        event_id: Some(event.event_id),
+        created: Some(event.created),
+        request_id: Some(event.request_id),
+        received_at_ms: event.received_at_ms,
+    }
+    .properties()
 }

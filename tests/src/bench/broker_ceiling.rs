@@ -55,7 +55,8 @@ pub async fn measure(
                                 immediate: false,
                             },
                             &body,
-                            BasicProperties::default().with_delivery_mode(2),
+                            BasicProperties::default()
+                                .with_delivery_mode(shared::envelope::PERSISTENT),
                         )
                         .await?
                         .await

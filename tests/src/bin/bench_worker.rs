@@ -29,8 +29,7 @@ use futures_util::stream::FuturesUnordered;
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use shared::config::Env;
 use tokio_postgres::NoTls;
 use worker::app::Application;
@@ -244,13 +243,15 @@ async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
         }
-        let mut headers = FieldTable::default();
-        headers.insert("x-received-at-ms".into(), AMQPValue::LongLongInt(now_ms()));
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_type(event_type.as_str().into())
-            .with_headers(headers);
+        // As ingest publishes them: persistent, typed, with the receive time.
+        let properties = shared::envelope::Envelope {
+            event_type,
+            event_id: None,
+            created: None,
+            request_id: None,
+            received_at_ms: now_ms(),
+        }
+        .properties();
         let confirm = channel
             .basic_publish(
                 exchange.as_str().into(),

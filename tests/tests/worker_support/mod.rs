@@ -242,17 +242,14 @@ pub async fn assert_no_message_failed(broker: &TestBroker, metrics: &[String]) {
 /// event type, persistent, with ingest's receive-time header), and waits
 /// for the broker's confirm.
 pub async fn publish(broker: &TestBroker, event_type: &str, body: &[u8]) {
-    use lapin::types::{AMQPValue, FieldTable};
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "x-received-at-ms".into(),
-        AMQPValue::LongLongInt(worker::consume::now_ms()),
-    );
-    let properties = lapin::BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_type(event_type.into())
-        .with_headers(headers);
+    let properties = shared::envelope::Envelope {
+        event_type,
+        event_id: None,
+        created: None,
+        request_id: None,
+        received_at_ms: worker::consume::now_ms(),
+    }
+    .properties();
     broker
         .publish_confirmed(
             &broker.topology.events_exchange(),

@@ -14,7 +14,6 @@ use futures_util::future::join_all;
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
-use lapin::types::AMQPValue;
 use tracing::{Instrument, info_span, warn};
 
 use super::Context;
@@ -33,27 +32,11 @@ pub enum BatchError {
     ShuttingDown,
 }
 
-/// Header ingest sets with its receive time (unix milliseconds).
-const RECEIVED_AT_HEADER: &str = "x-received-at-ms";
-
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-fn received_at_ms(delivery: &Delivery) -> Option<i64> {
-    match delivery
-        .properties
-        .headers()
-        .as_ref()?
-        .inner()
-        .get(RECEIVED_AT_HEADER)?
-    {
-        AMQPValue::LongLongInt(ms) => Some(*ms),
-        _ => None,
-    }
 }
 
 /// Backoff while PostgreSQL is unavailable: from 100 ms to 5 s, forever
@@ -75,7 +58,7 @@ pub struct Parsed {
 
 /// Parses `delivery`'s body (with its receive time from ingest's header).
 pub fn parse(ctx: &Context, delivery: Delivery) -> Parsed {
-    let received = received_at_ms(&delivery).unwrap_or_else(now_ms);
+    let received = shared::envelope::received_at_ms(&delivery.properties).unwrap_or_else(now_ms);
     let event = incoming::parse(&delivery.data, received, &ctx.settings);
     Parsed { delivery, event }
 }

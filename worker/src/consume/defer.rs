@@ -11,14 +11,12 @@ use std::time::Duration;
 use lapin::options::{BasicAckOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, message::Delivery};
+use shared::envelope::{DEFERRALS as DEFERRALS_HEADER, header_int};
 use shared::topology::{RETRY_DELAYS, Topology};
 
 /// How long a deferred delivery stays away (within the first retry
 /// queue's TTL, which can only be shortened).
 pub const DEFER_DELAY: Duration = Duration::from_secs(1);
-
-/// Times the delivery was deferred, for operators reading a message.
-pub const DEFERRALS_HEADER: &str = "x-idv-deferrals";
 
 /// Sends a copy of `delivery` to wait [`DEFER_DELAY`], then acks it.
 pub async fn defer(
@@ -27,10 +25,7 @@ pub async fn defer(
     delivery: &Delivery,
 ) -> Result<(), String> {
     let headers = delivery.properties.headers().as_ref();
-    let deferrals = match headers.and_then(|h| h.inner().get(DEFERRALS_HEADER)) {
-        Some(AMQPValue::LongLongInt(n)) => *n,
-        _ => 0,
-    };
+    let deferrals = header_int(headers, DEFERRALS_HEADER).unwrap_or(0);
     let mut table = headers.cloned().unwrap_or_else(FieldTable::default);
     table.insert(
         DEFERRALS_HEADER.into(),

@@ -7,21 +7,15 @@
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, LongString};
 use lapin::{Channel, message::Delivery};
+use shared::envelope::{
+    ATTEMPTS as ATTEMPTS_HEADER, FAILURE_KIND as KIND_HEADER, FAILURE_REASON as REASON_HEADER,
+    FIRST_FAILURE_AT_MS as FIRST_FAILURE_HEADER, header_int,
+};
 use shared::topology::{RETRY_DELAYS, Topology};
 
 use crate::incoming::MessageFailure;
-
-/// Attempts so far (failures of this message).
-pub const ATTEMPTS_HEADER: &str = "x-idv-attempts";
-/// Unix milliseconds of the first failure.
-pub const FIRST_FAILURE_HEADER: &str = "x-idv-first-failure-at-ms";
-/// Why the last attempt failed: a class and a position, the worker's own
-/// words, never the payload's (see [`MessageFailure`]).
-pub const REASON_HEADER: &str = "x-idv-failure-reason";
-/// The failure's kind (`unparseable`, `unknown_type`…).
-pub const KIND_HEADER: &str = "x-idv-failure-kind";
 
 /// Where a failed message went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +36,6 @@ pub enum ForwardError {
     Publish(#[from] lapin::Error),
     #[error("the broker did not accept the failed message")]
     NotConfirmed,
-}
-
-fn header_int(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
-    match headers?.inner().get(name)? {
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        _ => None,
-    }
 }
 
 /// Sends `delivery` on to a retry queue or the DLQ through the confirm-mode
