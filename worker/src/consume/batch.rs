@@ -25,8 +25,8 @@ use crate::store::{Applied, EventOutcome, Unavailable};
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     /// The broker link failed: the unacked deliveries will be redelivered.
-    #[error("broker link failed: {0}")]
-    Broker(String),
+    #[error("broker link failed")]
+    Broker(#[from] super::LinkError),
     /// Shutdown arrived while waiting for the database.
     #[error("shutting down while the database is unavailable")]
     ShuttingDown,
@@ -164,7 +164,7 @@ async fn apply_until_available(
 fn on_unavailable(ctx: &Context, error: &Unavailable, delay: Duration) {
     ctx.health.set_database_up(false);
     ctx.metrics.infrastructure_retries.inc();
-    warn!(error = %error, retry_in = ?delay, "database unavailable; holding the batch unacked");
+    warn!(error = %crate::store::error_chain(error), retry_in = ?delay, "database unavailable; holding the batch unacked");
 }
 
 fn record(ctx: &Context, event: &Incoming, outcome: &EventOutcome) {
@@ -211,7 +211,7 @@ async fn forward_failure(
         now_ms(),
     )
     .await
-    .map_err(|e| BatchError::Broker(e.to_string()))?;
+    .map_err(|e| BatchError::Broker(e.into()))?;
     let labels = crate::metrics::KindLabels {
         kind: failure.kind().to_owned(),
     };
@@ -241,7 +241,7 @@ async fn ack_all(deliveries: &[(Delivery, Instant)]) -> Result<(), BatchError> {
     )
     .await;
     for result in results {
-        result.map_err(|e| BatchError::Broker(e.to_string()))?;
+        result.map_err(|e| BatchError::Broker(e.into()))?;
     }
     Ok(())
 }

@@ -14,6 +14,8 @@ use lapin::{Channel, message::Delivery};
 use shared::envelope::{DEFERRALS as DEFERRALS_HEADER, header_int};
 use shared::topology::{RETRY_DELAYS, Topology};
 
+use super::LinkError;
+
 /// How long a deferred delivery stays away (within the first retry
 /// queue's TTL, which can only be shortened).
 pub const DEFER_DELAY: Duration = Duration::from_secs(1);
@@ -23,7 +25,7 @@ pub async fn defer(
     publisher: &Channel,
     topology: &Topology,
     delivery: &Delivery,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     let headers = delivery.properties.headers().as_ref();
     let deferrals = header_int(headers, DEFERRALS_HEADER).unwrap_or(0);
     let mut table = headers.cloned().unwrap_or_else(FieldTable::default);
@@ -48,17 +50,15 @@ pub async fn defer(
             &delivery.data,
             properties,
         )
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?
+        .await?;
     if !confirmation.is_ack() || confirmation.take_message().is_some() {
-        return Err("the broker did not accept a deferred delivery".to_owned());
+        return Err(LinkError::DeferNotConfirmed);
     }
     delivery
         .acker
         .ack(BasicAckOptions { multiple: false })
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(LinkError::from)
 }

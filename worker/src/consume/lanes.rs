@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::batch::{self, Parsed};
-use super::{Context, connect, defer};
+use super::{Context, LinkError, connect, defer};
 
 /// A parsed delivery waiting for a lane.
 #[derive(Debug)]
@@ -129,7 +129,7 @@ impl Shared {
 }
 
 /// Consumes `link` until shutdown (`Ok`) or a broker error.
-pub async fn run(ctx: &Context, link: &mut connect::Link) -> Result<(), String> {
+pub async fn run(ctx: &Context, link: &mut connect::Link) -> Result<(), LinkError> {
     let lanes = ctx.settings.consumers.max(1);
     let shared = Shared {
         board: std::sync::Mutex::new(Board::default()),
@@ -159,7 +159,7 @@ async fn dispatch(
     consumer: &mut lapin::Consumer,
     publisher: &Channel,
     shared: &Shared,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     // What the board may hold behind one lane's keys in hand, beyond the
     // lane's batch: the lane's share of the window.
     let share = usize::from(ctx.settings.prefetch).saturating_sub(ctx.settings.batch_size);
@@ -171,8 +171,8 @@ async fn dispatch(
         };
         let delivery: Delivery = match next {
             Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => return Err(error.to_string()),
-            None => return Err("the broker cancelled the consumer".to_owned()),
+            Some(Err(error)) => return Err(error.into()),
+            None => return Err(LinkError::ConsumerCancelled),
         };
         let arrived = Instant::now();
         let parsed = batch::parse(ctx, delivery);
@@ -212,7 +212,7 @@ async fn lane(
     publisher: &Channel,
     shared: &Shared,
     index: usize,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     let mut changes = shared.changed.subscribe();
     loop {
         let mut deliveries = Vec::new();

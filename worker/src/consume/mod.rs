@@ -9,6 +9,7 @@
 mod batch;
 mod connect;
 mod defer;
+mod error;
 pub mod failure;
 mod lanes;
 
@@ -26,6 +27,7 @@ use crate::settings::Settings;
 use crate::store::Store;
 
 pub use batch::now_ms;
+pub use error::LinkError;
 
 /// What every consumer shares.
 #[derive(Debug)]
@@ -120,7 +122,10 @@ pub async fn run_consumer(ctx: Arc<Context>, index: usize) {
                     close(&link, &tag).await;
                     break;
                 }
-                Err(error) => warn!(%error, "broker link lost; reconnecting"),
+                Err(error) => warn!(
+                    error = format!("{:#}", anyhow::Error::new(error)),
+                    "broker link lost; reconnecting"
+                ),
             }
         }
         info!("consumer stopped");
@@ -130,7 +135,7 @@ pub async fn run_consumer(ctx: Arc<Context>, index: usize) {
 }
 
 /// Takes and processes batches until shutdown (`Ok`) or a broker error.
-async fn consume(ctx: &Context, link: &mut connect::Link) -> Result<(), String> {
+async fn consume(ctx: &Context, link: &mut connect::Link) -> Result<(), LinkError> {
     lanes::run(ctx, link).await
 }
 

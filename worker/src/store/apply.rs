@@ -59,7 +59,8 @@ pub async fn apply_batch(
         seen,
         counted,
     };
-    let plan = plan::plan(rules, batch, locked).map_err(StoreError::Refused)?;
+    let plan =
+        plan::plan(rules, batch, locked).map_err(|error| StoreError::Refused(error.to_string()))?;
     let inserted = write::all(tx, batch, &plan).await?;
     if usize::try_from(inserted).ok() != Some(plan.events.len()) {
         return Ok(None);

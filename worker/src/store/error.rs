@@ -2,15 +2,13 @@
 //! is unavailable (retry the whole batch later, never spend the message's
 //! attempts) or it refused this data (a message failure).
 
-use std::fmt;
-
 /// An error from applying a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Unreachable, restarting, out of resources, a lock or serialisation
     /// conflict, or a schema problem an operator must fix: retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(Unavailable),
+    #[error("database unavailable")]
+    Unavailable(#[source] Unavailable),
     /// The data violates a constraint: retrying the same message cannot help.
     /// The text is ours (the SQLSTATE, never the server's message, which
     /// can quote the refused value): it becomes a dead letter's reason.
@@ -18,17 +16,17 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// Why the database could not be used; carries the driver's error text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unavailable(pub String);
-
-impl fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why the database could not be used, with the driver's error as its
+/// source (log it with [`error_chain`] to see the whole cause).
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// The server or the connection failed a statement.
+    #[error("the database failed a statement")]
+    Database(#[source] tokio_postgres::Error),
+    /// No connection could be had (timeout, connect failure, pool closed).
+    #[error("no database connection")]
+    Pool(#[source] deadpool_postgres::PoolError),
 }
-
-impl std::error::Error for Unavailable {}
 
 /// SQLSTATE classes caused by the data itself: data exceptions (22) and
 /// integrity constraint violations (23). Everything else (connection,
@@ -43,7 +41,7 @@ impl From<tokio_postgres::Error> for StoreError {
             Some(db) if refused_by_data(db.code().code()) => {
                 Self::Refused(format!("SQLSTATE {}", db.code().code()))
             }
-            _ => Self::Unavailable(Unavailable(error_chain(&error))),
+            _ => Self::Unavailable(Unavailable::Database(error)),
         }
     }
 }
@@ -52,13 +50,13 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         match error {
             deadpool_postgres::PoolError::Backend(error) => error.into(),
-            other => Self::Unavailable(Unavailable(error_chain(&other))),
+            other => Self::Unavailable(Unavailable::Pool(other)),
         }
     }
 }
 
 /// The error and its sources on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

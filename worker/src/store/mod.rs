@@ -13,7 +13,7 @@ pub mod read;
 mod state;
 mod write;
 
-pub use error::{StoreError, Unavailable};
+pub use error::{StoreError, Unavailable, error_chain};
 pub use pool::{connect_pool, pg_config};
 
 use deadpool_postgres::Pool;

@@ -33,9 +33,18 @@ pub struct Plan {
     pub redacted: Vec<String>,
 }
 
+/// A batch the rules cannot plan: the locks taken do not cover it (a bug,
+/// or rows that changed between the reads). The batch is refused and redone
+/// one event per transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("a subject row the batch needs was not locked")]
+    SubjectNotLocked,
+}
+
 /// Applies `batch` to `locked`; `Err` if a row the batch needs was not
 /// locked (an invariant of the caller, never expected).
-pub fn plan(rules: &Rules, batch: &[&Incoming], locked: Locked) -> Result<Plan, String> {
+pub fn plan(rules: &Rules, batch: &[&Incoming], locked: Locked) -> Result<Plan, PlanError> {
     let mut planner = Planner {
         rules,
         locked,
@@ -58,7 +67,7 @@ struct Planner<'r> {
 }
 
 impl Planner<'_> {
-    fn apply(&mut self, index: usize, event: &Incoming) -> Result<EventOutcome, String> {
+    fn apply(&mut self, index: usize, event: &Incoming) -> Result<EventOutcome, PlanError> {
         let session = self
             .locked
             .sessions
@@ -171,7 +180,7 @@ impl Planner<'_> {
             .locked
             .subjects
             .get(&subject_key)
-            .ok_or_else(|| "a subject row the batch needs was not locked".to_owned())?;
+            .ok_or(PlanError::SubjectNotLocked)?;
         let mut subject = subject.clone();
         let before = subject.status.clone();
         self.recount(&mut subject, &summaries);
@@ -228,13 +237,13 @@ impl Planner<'_> {
     /// Recomputes the subject `key` a session just left: its counters and
     /// status from the sessions it still has (no side effect: nothing
     /// happened to its person).
-    fn refresh(&mut self, key: &str) -> Result<(), String> {
+    fn refresh(&mut self, key: &str) -> Result<(), PlanError> {
         let summaries = self.summaries(key);
         let mut subject = self
             .locked
             .subjects
             .get(key)
-            .ok_or_else(|| "a subject row the batch needs was not locked".to_owned())?
+            .ok_or(PlanError::SubjectNotLocked)?
             .clone();
         self.recount(&mut subject, &summaries);
         let facts = AttemptFacts {
