@@ -559,3 +559,218 @@ async fn a_redacted_copy_first_names_nobody_and_strangers_never_add_up() {
         "each failure is recorded as a counted attempt"
     );
 }
+
+/// Seeds, with plain SQL, a subject as the worker left it before migration
+/// V2: `user` with one session `vs` whose one counted failure has `code`,
+/// the subject blocked or not as the policy then in force said.
+async fn seed_pre_v2_failure(
+    client: &tokio_postgres::Client,
+    user: &str,
+    vs: &str,
+    code: &str,
+    blocked: bool,
+) {
+    let status = if blocked {
+        "manual_review"
+    } else {
+        "requires_input"
+    };
+    let evt = format!("evt_{vs}_old");
+    client
+        .execute(
+            "INSERT INTO subjects (key, status, failed_attempts, blocked, last_error_code, \
+             last_error_created, last_error_event_id, decided_by_session) \
+             VALUES ($1, $2, 1, $3, $4, 1700000000, $5, $6)",
+            &[&user, &status, &blocked, &code, &evt, &vs],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO sessions (id, subject_key, status, last_error_code, last_event_id, \
+             last_event_created, last_event_rank) \
+             VALUES ($1, $2, 'requires_input', $3, $4, 1700000000, 2)",
+            &[&vs, &user, &code, &evt],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO events (id, type, session_id, created, livemode, outcome, \
+             counted_attempt, error_code, received_at) \
+             VALUES ($1, 'identity.verification_session.requires_input', $2, 1700000000, \
+             false, 'applied', true, $3, now())",
+            &[&evt, &vs, &code],
+        )
+        .await
+        .unwrap();
+}
+
+/// Whether a code blocks is the policy in force's call (IDV_CODE_POLICY),
+/// also for failures counted before the class was stored: a subject blocked
+/// under an override stays blocked when its next event recounts it, and
+/// one whose code an override made retryable is not blocked by it. Before
+/// V3, V2's backfill (the default table) decided: the first subject lost
+/// its block on its next event, the second was sent to manual review.
+#[tokio::test]
+async fn failures_counted_before_the_class_was_stored_follow_the_current_policy() {
+    let db = TestDatabase::new().await;
+    let settings = settings(
+        None,
+        &db,
+        &[(
+            "IDV_CODE_POLICY",
+            "document_expired=not_retryable,under_supported_age=retryable",
+        )],
+    );
+    worker::migrate::migrate_to(&settings.database_url, Some(1))
+        .await
+        .unwrap();
+    let client = db.client().await;
+    seed_pre_v2_failure(&client, "user_pol_a", "vs_pol_a", "document_expired", true).await;
+    seed_pre_v2_failure(
+        &client,
+        "user_pol_b",
+        "vs_pol_b",
+        "under_supported_age",
+        false,
+    )
+    .await;
+    let store = store(&settings).await;
+
+    // A new session of each person: the subject is recounted.
+    let bodies: Vec<Vec<u8>> = ["a", "b"]
+        .iter()
+        .map(|p| {
+            event(
+                &format!("evt_pol_{p}_new"),
+                "created",
+                1_700_000_100,
+                session(
+                    &format!("vs_pol_{p}2"),
+                    "requires_input",
+                    Some(&format!("user_pol_{p}")),
+                    None,
+                ),
+            )
+        })
+        .collect();
+    apply_each(&store, &settings, &bodies).await;
+    let blocked = |key: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT blocked, status, failed_attempts FROM subjects WHERE key = $1",
+                    &[&key],
+                )
+                .await
+                .unwrap();
+            (
+                row.get::<_, bool>(0),
+                row.get::<_, String>(1),
+                row.get::<_, i32>(2),
+            )
+        }
+    };
+    assert_eq!(
+        blocked("user_pol_a").await,
+        (true, "manual_review".to_owned(), 1),
+        "blocked under the override, still blocked"
+    );
+    let (blocked_b, status_b, failed_b) = blocked("user_pol_b").await;
+    assert!(
+        !blocked_b && status_b != "manual_review" && failed_b == 1,
+        "retryable under the override, not blocked: {status_b}"
+    );
+}
+
+/// A database the worker filled before V2 (placeholders taken for keys,
+/// sessions mapped to their own id, no ranks): V3 unmaps the sessions of
+/// a placeholder subject and deletes it (with the strangers' failures it
+/// added up), and gives a session mapped to its own id the session id's
+/// rank, so the first event naming its person moves it there. Before V3
+/// the "[redacted]" subject stayed with its strangers' two failures, and
+/// the session kept its own id as subject for good (rank i16::MIN).
+#[tokio::test]
+async fn v3_unmaps_placeholders_and_lets_session_id_fallbacks_move() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    worker::migrate::migrate_to(&settings.database_url, Some(2))
+        .await
+        .unwrap();
+    let client = db.client().await;
+    // Two strangers' failures added up on "[redacted]", one session mapped
+    // to its own id, as the worker before V2 left them (rank NULL).
+    seed_pre_v2_failure(&client, "[redacted]", "vs_up_a", "document_expired", false).await;
+    client
+        .batch_execute(
+            "UPDATE subjects SET failed_attempts = 2 WHERE key = '[redacted]';
+             INSERT INTO sessions (id, subject_key, status, last_error_code, last_event_id,
+               last_event_created, last_event_rank)
+             VALUES ('vs_up_b', '[redacted]', 'requires_input', 'selfie_face_mismatch',
+               'evt_vs_up_b_old', 1700000000, 2);
+             INSERT INTO events (id, type, session_id, created, livemode, outcome,
+               counted_attempt, error_code, received_at)
+             VALUES ('evt_vs_up_b_old', 'identity.verification_session.requires_input',
+               'vs_up_b', 1700000000, false, 'applied', true, 'selfie_face_mismatch', now());",
+        )
+        .await
+        .unwrap();
+    seed_pre_v2_failure(&client, "vs_up_c", "vs_up_c", "document_expired", false).await;
+    let store = store(&settings).await;
+
+    let placeholders: i64 = client
+        .query_one(
+            "SELECT count(*) FROM subjects WHERE key = '[redacted]'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(placeholders, 0, "the placeholder subject is gone");
+    for vs in ["vs_up_a", "vs_up_b"] {
+        let session = read::session(&client, vs).await.unwrap().unwrap();
+        assert_eq!(session.subject, None, "{vs} is unmapped");
+    }
+
+    // Events that name the people: each failure counts for its person only,
+    // and the session mapped to its own id moves to its person.
+    let bodies = vec![
+        event(
+            "evt_up_a_p",
+            "processing",
+            1_699_999_000,
+            session("vs_up_a", "processing", Some("user_up_a"), None),
+        ),
+        event(
+            "evt_up_c_p",
+            "processing",
+            1_699_999_000,
+            session("vs_up_c", "processing", Some("user_up_c"), None),
+        ),
+    ];
+    apply_each(&store, &settings, &bodies).await;
+    for (user, vs) in [("user_up_a", "vs_up_a"), ("user_up_c", "vs_up_c")] {
+        let session = read::session(&client, vs).await.unwrap().unwrap();
+        assert_eq!(session.subject.as_deref(), Some(user), "{vs} moved");
+        let subject = read::subject(&client, user, 3).await.unwrap().unwrap();
+        assert_eq!(
+            (subject.status.as_str(), subject.failed_attempts),
+            ("requires_input", 1),
+            "{user}: its own failure only"
+        );
+    }
+    let left: Vec<String> = client
+        .query("SELECT key FROM subjects ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        ["user_up_a", "user_up_c"],
+        "the fallback subject went"
+    );
+}

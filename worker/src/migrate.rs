@@ -11,6 +11,13 @@ mod embedded {
 
 /// Applies every pending migration; returns the names of those applied.
 pub async fn migrate(url: &SecretString) -> anyhow::Result<Vec<String>> {
+    migrate_to(url, None).await
+}
+
+/// Applies the pending migrations up to `version` included (all of them
+/// for `None`); returns the names of those applied. Tests use a version to
+/// seed a database in the shape an older release left it.
+pub async fn migrate_to(url: &SecretString, version: Option<i32>) -> anyhow::Result<Vec<String>> {
     let config = crate::store::pg_config(url)?;
     create_database_if_missing(&config).await?;
     let (mut client, connection) = config
@@ -18,7 +25,9 @@ pub async fn migrate(url: &SecretString) -> anyhow::Result<Vec<String>> {
         .await
         .context("connecting to the database (DATABASE_URL)")?;
     let connection = tokio::spawn(connection);
+    let target = version.map_or(refinery::Target::Latest, refinery::Target::Version);
     let report = embedded::migrations::runner()
+        .set_target(target)
         .run_async(&mut client)
         .await
         .context("applying migrations")?;

@@ -52,7 +52,7 @@ async fn seeded() -> TestDb {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(
         stdout(&output).trim(),
-        "applied: V1__initial_schema, V2__subject_key_rank"
+        "applied: V1__initial_schema, V2__subject_key_rank, V3__policy_decides_and_placeholders_go"
     );
     let settings = Settings::from_env(&Env::from_pairs([("DATABASE_URL", db.url.as_str())]))
         .expect("valid settings");

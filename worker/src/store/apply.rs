@@ -45,7 +45,8 @@ pub async fn apply_batch(
         }
     }
     let subject_keys: Vec<&str> = subject_keys.into_iter().collect();
-    let (subjects, others, counted) = lock::subjects(tx, &subject_keys, &session_ids).await?;
+    let (subjects, others, counted) =
+        lock::subjects(tx, &subject_keys, &session_ids, &rules.policy).await?;
     if subjects.len() != subject_keys.len() {
         // A subject was deleted (left with no session) by the transaction
         // whose lock this one waited for: start again, and create it anew.

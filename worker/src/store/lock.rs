@@ -22,7 +22,10 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row};
 
+use shared::LastErrorCode;
+
 use super::state::{Counted, SessionState, SubjectState};
+use crate::policy::Policy;
 use crate::transition::{OrderKey, SessionSummary, Stage};
 
 const INSERT_SESSIONS: &str =
@@ -99,11 +102,15 @@ pub type Subjects = (
 );
 
 /// Creates and locks the subjects (`sorted_keys`); returns them, their
-/// sessions outside `batch_sessions`, and the counted failures.
+/// sessions outside `batch_sessions`, and the counted failures. A counted
+/// failure stored without its class (`blocking_attempt` NULL: counted
+/// before migration V3, whose predecessor's backfill could not know
+/// `IDV_CODE_POLICY`) is classified by `policy`, the one in force.
 pub async fn subjects(
     tx: &Transaction<'_>,
     sorted_keys: &[&str],
     batch_sessions: &[&str],
+    policy: &Policy,
 ) -> Result<Subjects, Error> {
     let (insert, lock, others, counted) = tokio::try_join!(
         tx.prepare_cached(INSERT_SUBJECTS),
@@ -147,11 +154,16 @@ pub async fn subjects(
     }
     let mut by_session: HashMap<String, Vec<Counted>> = HashMap::new();
     for row in &counted {
+        let code = row.try_get::<_, Option<String>>(3)?.unwrap_or_default();
+        let blocking = match row.try_get::<_, Option<bool>>(4)? {
+            Some(blocking) => blocking,
+            None => policy.classify(&LastErrorCode::parse(&code)).class.blocks(),
+        };
         let failure = Counted {
             event_id: row.try_get(1)?,
             created: row.try_get(2)?,
-            code: row.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
-            blocking: row.try_get(4)?,
+            code,
+            blocking,
         };
         by_session.entry(row.try_get(0)?).or_default().push(failure);
     }

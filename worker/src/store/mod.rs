@@ -29,6 +29,10 @@ pub struct Rules {
     pub max_failed_attempts: i32,
     /// `IDV_FETCH_VERIFIED_OUTPUTS`.
     pub fetch_verified_outputs: bool,
+    /// `IDV_CODE_POLICY`: classifies the counted failures stored without a
+    /// class (`events.blocking_attempt` NULL: counted before migration V3),
+    /// so the policy in force decides whether they block.
+    pub policy: crate::policy::Policy,
 }
 
 impl Rules {
@@ -36,6 +40,7 @@ impl Rules {
         Self {
             max_failed_attempts: settings.max_failed_attempts,
             fetch_verified_outputs: settings.fetch_verified_outputs,
+            policy: settings.policy.clone(),
         }
     }
 }

@@ -6,10 +6,13 @@ use crate::incoming::Failure;
 use crate::policy::CodeClass;
 use crate::store::state::Counted;
 
-const RULES: Rules = Rules {
-    max_failed_attempts: 3,
-    fetch_verified_outputs: false,
-};
+fn rules() -> Rules {
+    Rules {
+        max_failed_attempts: 3,
+        fetch_verified_outputs: false,
+        policy: crate::policy::Policy::default(),
+    }
+}
 
 fn event(id: &str, stage: Stage, created: i64, code: Option<&str>) -> Incoming {
     Incoming {
@@ -65,7 +68,7 @@ fn duplicates_in_the_batch_and_in_the_inbox_apply_once() {
     );
     let mut locked = fresh();
     locked.seen.insert("evt_b".to_owned());
-    let plan = plan(&RULES, &[&a, &a, &b], locked).unwrap();
+    let plan = plan(&rules(), &[&a, &a, &b], locked).unwrap();
     assert_eq!(
         applied(&plan),
         [Applied::Applied, Applied::Duplicate, Applied::Duplicate]
@@ -79,7 +82,7 @@ fn an_older_event_after_a_newer_one_is_stale_and_verified_at_is_kept() {
     let verified = event("evt_v", Stage::Verified, 20, None);
     let canceled = event("evt_c", Stage::Canceled, 21, None);
     let older = event("evt_p", Stage::Processing, 5, None);
-    let plan = plan(&RULES, &[&verified, &canceled, &older], fresh()).unwrap();
+    let plan = plan(&rules(), &[&verified, &canceled, &older], fresh()).unwrap();
     assert_eq!(
         applied(&plan),
         [Applied::Applied, Applied::Applied, Applied::Stale]
@@ -109,7 +112,7 @@ fn three_failures_in_one_batch_reach_manual_review_once() {
         })
         .collect();
     let refs: Vec<&Incoming> = failures.iter().collect();
-    let plan = plan(&RULES, &refs, fresh()).unwrap();
+    let plan = plan(&rules(), &refs, fresh()).unwrap();
     let reached: Vec<bool> = plan
         .outcomes
         .iter()
@@ -145,7 +148,7 @@ fn an_older_failure_counts_but_keeps_the_newer_code() {
         Some("selfie_face_mismatch"),
     );
     let older = event("evt_o", Stage::RequiresInput, 20, Some("document_expired"));
-    let plan = plan(&RULES, &[&newer, &older], fresh()).unwrap();
+    let plan = plan(&rules(), &[&newer, &older], fresh()).unwrap();
     assert_eq!(applied(&plan), [Applied::Applied, Applied::Stale]);
     let subject = &plan.subjects["user_1"];
     assert_eq!(subject.failed_attempts, 2);
@@ -163,7 +166,7 @@ fn a_redaction_keeps_later_payloads_out_and_is_erased_after_the_writes() {
     redacted.kind = EventKind::Redacted;
     redacted.subject_key = None;
     let later = event("evt_l", Stage::Verified, 12, None);
-    let plan = plan(&RULES, &[&failed, &redacted, &later], fresh()).unwrap();
+    let plan = plan(&rules(), &[&failed, &redacted, &later], fresh()).unwrap();
     assert_eq!(
         applied(&plan),
         [Applied::Applied, Applied::Redacted, Applied::Applied]
@@ -178,7 +181,7 @@ fn a_subject_that_was_not_locked_is_an_error() {
     let mut locked = fresh();
     locked.subjects.clear();
     let a = event("evt_a", Stage::Processing, 10, None);
-    assert!(plan(&RULES, &[&a], locked).is_err());
+    assert!(plan(&rules(), &[&a], locked).is_err());
 }
 
 fn subject_row() -> SubjectState {
@@ -203,7 +206,7 @@ fn two_keys_for_a_new_session_in_one_batch_leave_no_phantom() {
     let named = event("evt_b", Stage::Processing, 11, None);
     let mut locked = fresh();
     locked.subjects.insert("vs_1".to_owned(), subject_row());
-    let plan = plan(&RULES, &[&by_session, &named], locked).unwrap();
+    let plan = plan(&rules(), &[&by_session, &named], locked).unwrap();
     assert_eq!(plan.deleted_subjects, ["vs_1"]);
     assert!(!plan.subjects.contains_key("vs_1"));
     let write = &plan.sessions["vs_1"];
@@ -221,7 +224,7 @@ fn two_keys_for_a_new_session_in_one_batch_leave_no_phantom() {
 fn a_redacted_copy_names_nobody_and_its_failure_waits_for_the_person() {
     let mut copy = event("evt_a", Stage::RequiresInput, 10, Some("document_expired"));
     copy.subject_key = None;
-    let plan_alone = plan(&RULES, &[&copy], fresh()).unwrap();
+    let plan_alone = plan(&rules(), &[&copy], fresh()).unwrap();
     assert!(plan_alone.subjects.is_empty());
     assert_eq!(plan_alone.events.len(), 1);
     assert!(plan_alone.events[0].counted);
@@ -237,6 +240,6 @@ fn a_redacted_copy_names_nobody_and_its_failure_waits_for_the_person() {
         }],
     );
     let named = event("evt_b", Stage::Processing, 5, None);
-    let plan = plan(&RULES, &[&named], locked).unwrap();
+    let plan = plan(&rules(), &[&named], locked).unwrap();
     assert_eq!(plan.subjects["user_1"].failed_attempts, 1);
 }
