@@ -168,3 +168,32 @@ async fn a_worker_whose_lanes_all_wait_on_a_row_lock_is_still_ready() {
     .await;
     worker.stop().await;
 }
+
+/// The check the consumer runs before consuming (and `/readyz` runs on its
+/// own pool) drops a connection whose query timed out: once PostgreSQL
+/// answers new connections again, the next check connects afresh. Before,
+/// the consumer's check (`ping` inside a timeout) gave the hung connection
+/// back to the lanes' pool, and every later check, and batch, drew it again.
+#[tokio::test]
+async fn a_check_that_timed_out_never_hands_its_hung_connection_back() {
+    let db = TestDatabase::new().await;
+    let proxy = TcpProxy::start(db.server_addr()).await;
+    let url = db.url_via(proxy.addr());
+    let settings = settings(None, &db, &[]);
+    migrate(&settings).await;
+    let pool = worker::store::connect_pool(&url.clone().into(), 1)
+        .await
+        .unwrap();
+    let timeout = Duration::from_millis(300);
+    assert!(worker::store::answers_within(&pool, timeout).await);
+    // The pool's one open connection hangs; new ones would too.
+    proxy.freeze();
+    assert!(!worker::store::answers_within(&pool, timeout).await);
+    // New connections go through again; the hung one still hangs.
+    proxy.restore();
+    assert!(
+        worker::store::answers_within(&pool, timeout).await,
+        "a fresh connection, not the hung one"
+    );
+    proxy.cut();
+}

@@ -135,28 +135,9 @@ impl Readiness {
         {
             return answered;
         }
-        let answered = check(&self.pool).await;
+        let answered = crate::store::answers_within(&self.pool, DATABASE_CHECK_TIMEOUT).await;
         *last_check = Some((Instant::now(), answered));
         answered
-    }
-}
-
-/// `SELECT 1` on a connection of `pool`, within [`DATABASE_CHECK_TIMEOUT`]
-/// in all. A connection whose check timed out may be hung (a frozen peer,
-/// a half-open TCP connection): it is taken out of the pool rather than
-/// given back, so the next check connects afresh instead of queueing behind
-/// the hung query forever.
-async fn check(pool: &Pool) -> bool {
-    let deadline = tokio::time::Instant::now() + DATABASE_CHECK_TIMEOUT;
-    let Ok(Ok(client)) = tokio::time::timeout_at(deadline, pool.get()).await else {
-        return false;
-    };
-    match tokio::time::timeout_at(deadline, client.simple_query("SELECT 1")).await {
-        Ok(answer) => answer.is_ok(),
-        Err(_) => {
-            drop(deadpool_postgres::Object::take(client));
-            false
-        }
     }
 }
 

@@ -73,9 +73,11 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 async fn database_answers(ctx: &Context) -> bool {
     let mut backoff = batch::database_backoff().build();
     loop {
-        let probe = tokio::time::timeout(DATABASE_PROBE_TIMEOUT, ctx.store.ping());
+        // A connection that did not answer in time is dropped from the
+        // pool, not given back to the lanes ([`crate::store::answers_within`]).
+        let probe = ctx.store.answers_within(DATABASE_PROBE_TIMEOUT);
         let answered = tokio::select! {
-            answered = probe => answered.unwrap_or(false),
+            answered = probe => answered,
             () = ctx.shutdown.cancelled() => return false,
         };
         ctx.health.set_database_up(answered);

@@ -16,6 +16,8 @@ mod write;
 pub use error::{StoreError, Unavailable, error_chain};
 pub use pool::{connect_pool, pg_config};
 
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
 use tokio_postgres::IsolationLevel;
 
@@ -167,11 +169,30 @@ impl Store {
         ))
     }
 
-    /// Whether a connection can be had and answers (for `/readyz`).
-    pub async fn ping(&self) -> bool {
-        match self.pool.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-            Err(_) => false,
+    /// Whether a connection of the lanes' pool can be had and answers
+    /// `SELECT 1` within `timeout` (see [`answers_within`]).
+    pub async fn answers_within(&self, timeout: Duration) -> bool {
+        answers_within(&self.pool, timeout).await
+    }
+}
+
+/// `SELECT 1` on a connection of `pool`, within `timeout` in all (waiting
+/// for or opening the connection included). A connection whose query timed
+/// out may be hung (a frozen peer, a half-open TCP connection): it is taken
+/// out of the pool rather than given back, so the next check, or the next
+/// batch, connects afresh instead of queueing behind the hung query for
+/// good while PostgreSQL answers new connections. Used by `/readyz` and by
+/// the consumer before it consumes.
+pub async fn answers_within(pool: &Pool, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let Ok(Ok(client)) = tokio::time::timeout_at(deadline, pool.get()).await else {
+        return false;
+    };
+    match tokio::time::timeout_at(deadline, client.simple_query("SELECT 1")).await {
+        Ok(answer) => answer.is_ok(),
+        Err(_) => {
+            drop(deadpool_postgres::Object::take(client));
+            false
         }
     }
 }

@@ -14,6 +14,14 @@ use tokio_postgres::NoTls;
 /// database unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// tokio-postgres's default keepalive idle time (the kernel's usual one).
+const KERNEL_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+/// Idle time before the first keepalive probe, the gap between probes, and
+/// how many unanswered probes close the connection (30 + 3 × 10 s).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// Parses `url` (checked, never logged) into a driver configuration.
 pub fn pg_config(url: &SecretString) -> anyhow::Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::from_str(url.expose_secret()).map_err(|_| {
@@ -23,6 +31,21 @@ pub fn pg_config(url: &SecretString) -> anyhow::Result<tokio_postgres::Config> {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.application_name("idv-worker");
+    // TCP keepalives, unless DATABASE_URL sets its own: a connection whose
+    // peer vanished (a host gone, a NAT or firewall that dropped the flow)
+    // fails within about a minute instead of the kernel's two hours, so a
+    // batch waiting on it is retried as an infrastructure failure. A server
+    // that is alive but does not answer still acknowledges the probes: that
+    // case is bounded by the checks that drop a connection that timed out.
+    if config.get_keepalives() && config.get_keepalives_idle() == KERNEL_KEEPALIVE_IDLE {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
+    }
     Ok(config)
 }
 
