@@ -46,6 +46,9 @@ pub struct Metrics {
     /// Deliveries sent to wait a second because their subject was held up
     /// in a lane whose share of the window was full.
     pub deferred: Counter,
+    /// Deferrals the broker did not take (a retry queue full or missing):
+    /// the delivery stayed on the board instead.
+    pub defer_failures: Counter,
     /// now − the event's `created`, for the last batch.
     pub consumer_lag_seconds: Gauge<f64, AtomicU64>,
 }
@@ -116,8 +119,14 @@ impl Default for Metrics {
         let deferred = Counter::default();
         registry.register(
             "deferred",
-            "Deliveries deferred for a second: their subject was held up in a lane whose share of the window was full",
+            "Deliveries deferred (1 s, growing with each deferral of the same delivery): their subject was held up in a lane whose share of the window was full",
             deferred.clone(),
+        );
+        let defer_failures = Counter::default();
+        registry.register(
+            "defer_failures",
+            "Deferrals the broker did not take; the delivery was kept on the board instead",
+            defer_failures.clone(),
         );
         let consumer_lag_seconds = Gauge::default();
         registry.register(
@@ -138,6 +147,7 @@ impl Default for Metrics {
             dead_letters,
             infrastructure_retries,
             deferred,
+            defer_failures,
             consumer_lag_seconds,
         }
     }

@@ -19,25 +19,35 @@
 //! idle. Now a lane holds its batch, and the board holds for the keys it
 //! has in hand at most `WORKER_PREFETCH − WORKER_BATCH_SIZE` deliveries:
 //! one lane's share of the window in all. Beyond that share such a
-//! delivery is deferred ([`defer`]: a copy waits a second in a retry queue,
-//! the original is acked), so the rest of the window always goes to people
+//! delivery is deferred ([`defer`]: a copy waits in a retry queue, 1 s
+//! growing with its deferrals, the original is acked), so the rest of the window always goes to people
 //! a free lane can apply now. Waiting instead (the consumer stops reading)
 //! would stall everyone behind the stuck person's next delivery, and a
 //! requeue would count a delivery toward `x-delivery-limit` on RabbitMQ
 //! 3.x, sending a busy person's events to the DLQ within moments.
 //!
-//! On shutdown the lanes stop taking batches; what the board holds is
-//! requeued by the broker when the link closes.
+//! A deferral the broker does not take (a retry queue full or missing)
+//! does not end the link, which would return the whole window with one
+//! delivery counted each: the delivery stays on the board over the share,
+//! `idv_worker_defer_failures_total` counts it, and deferrals pause with
+//! backoff (1 s up to 30 s), the board taking what it would have deferred.
+//!
+//! On shutdown the dispatcher cancels the consumer at once, so the broker
+//! stops filling the window, and the lanes stop taking batches (those in
+//! hand are finished and acked); what the board holds is requeued by the
+//! broker when the link closes, one delivery counted each.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use futures_util::future::try_join_all;
 use lapin::Channel;
 use lapin::message::Delivery;
+use lapin::options::BasicCancelOptions;
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::batch::{self, Parsed};
 use super::{Context, LinkError, connect, defer};
@@ -102,6 +112,14 @@ impl Board {
         }
     }
 
+    /// Puts `pending` at the end of the board.
+    fn push(&mut self, pending: Pending) {
+        if let Some(key) = &pending.key {
+            *self.pending_per_key.entry(key.clone()).or_insert(0) += 1;
+        }
+        self.pending.push_back(pending);
+    }
+
     /// Lane `lane` finished its batch: its keys are free again.
     fn release(&mut self, lane: usize) {
         self.in_hand.retain(|_, held_by| *held_by != lane);
@@ -136,7 +154,7 @@ pub async fn run(ctx: &Context, link: &mut connect::Link) -> Result<(), LinkErro
         changed: watch::Sender::new(0),
     };
     let publisher = &link.publisher;
-    let dispatch = dispatch(ctx, &mut link.consumer, publisher, &shared);
+    let dispatch = dispatch(ctx, &link.channel, &mut link.consumer, publisher, &shared);
     let lanes = try_join_all((0..lanes).map(|index| lane(ctx, publisher, &shared, index)));
     tokio::try_join!(dispatch, lanes).map(|_| ())
 }
@@ -156,6 +174,7 @@ fn key_of(parsed: &Parsed) -> Option<String> {
 /// Parses deliveries onto the board (or defers them), until shutdown.
 async fn dispatch(
     ctx: &Context,
+    channel: &Channel,
     consumer: &mut lapin::Consumer,
     publisher: &Channel,
     shared: &Shared,
@@ -163,10 +182,15 @@ async fn dispatch(
     // What the board may hold behind one lane's keys in hand, beyond the
     // lane's batch: the lane's share of the window.
     let share = usize::from(ctx.settings.prefetch).saturating_sub(ctx.settings.batch_size);
+    let mut defer_backoff = defer_backoff_builder().build();
+    let mut defer_paused_until = tokio::time::Instant::now();
     loop {
         let next = tokio::select! {
             biased;
-            () = ctx.shutdown.cancelled() => return Ok(()),
+            () = ctx.shutdown.cancelled() => {
+                cancel(channel, consumer).await;
+                return Ok(());
+            }
             next = consumer.next() => next,
         };
         let delivery: Delivery = match next {
@@ -189,20 +213,70 @@ async fn dispatch(
             {
                 return Some(pending);
             }
-            if let Some(key) = &pending.key {
-                *board.pending_per_key.entry(key.clone()).or_insert(0) += 1;
-            }
-            board.pending.push_back(pending);
+            board.push(pending);
             None
         });
-        match refused {
-            None => shared.bump(),
-            Some(pending) => {
+        let Some(pending) = refused else {
+            shared.bump();
+            continue;
+        };
+        if tokio::time::Instant::now() < defer_paused_until {
+            // A deferral failed a moment ago: keep it over the share.
+            shared.with(|board| board.push(pending));
+            shared.bump();
+            continue;
+        }
+        match defer::defer(publisher, &ctx.settings.topology, &pending.parsed.delivery).await {
+            Ok(()) => {
                 debug!("lane's share of the window full; delivery deferred");
-                defer::defer(publisher, &ctx.settings.topology, &pending.parsed.delivery).await?;
                 ctx.metrics.deferred.inc();
+                defer_backoff = defer_backoff_builder().build();
+            }
+            Err(error) => {
+                // Not the link's end: the delivery stays on the board, over
+                // its share, and the next deferrals wait (until then the
+                // board takes them over the share too). Were the link gone,
+                // the consumer's stream or the next ack says so.
+                ctx.metrics.defer_failures.inc();
+                let delay = defer_backoff.next().unwrap_or(DEFER_BACKOFF_MAX);
+                defer_paused_until = tokio::time::Instant::now() + delay;
+                warn!(
+                    error = format!("{:#}", anyhow::Error::new(error)),
+                    retry_in = ?delay,
+                    "a deferral failed; the delivery is kept on the board"
+                );
+                shared.with(|board| board.push(pending));
+                shared.bump();
             }
         }
+    }
+}
+
+/// Longest pause of deferrals after one failed.
+const DEFER_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Pauses of deferrals after a failed one: 1 s up to 30 s.
+fn defer_backoff_builder() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(DEFER_BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Cancels the consumer, so the broker stops filling the window, once
+/// shutdown starts (the batches in hand are still finished and acked).
+async fn cancel(channel: &Channel, consumer: &lapin::Consumer) {
+    let cancelled = channel
+        .basic_cancel(
+            consumer.tag(),
+            BasicCancelOptions {
+                nowait: false, // wait for cancel-ok: no delivery after this
+            },
+        )
+        .await;
+    if let Err(error) = cancelled {
+        warn!(%error, "cancelling the consumer at shutdown");
     }
 }
 

@@ -3,8 +3,8 @@
 //! of deliveries ([`batch`]) on its own pooled connection. It consumes only
 //! once PostgreSQL answers ([`database_answers`]), at start and whenever
 //! the link is reopened. A lost broker link is reopened with backoff;
-//! shutdown stops taking deliveries, lets the batches in hand finish and
-//! ack, then closes.
+//! shutdown cancels the consumer at once (the broker stops filling the
+//! window), lets the batches in hand finish and ack, then closes.
 
 mod batch;
 mod connect;
@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
-use lapin::options::BasicCancelOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -121,7 +120,7 @@ pub async fn run_consumer(ctx: Arc<Context>, index: usize) {
             drop(attached);
             match result {
                 Ok(()) => {
-                    close(&link, &tag).await;
+                    close(&link).await;
                     break;
                 }
                 Err(error) => warn!(
@@ -141,18 +140,10 @@ async fn consume(ctx: &Context, link: &mut connect::Link) -> Result<(), LinkErro
     lanes::run(ctx, link).await
 }
 
-/// Stops the consumer, then closes the channels and the connection: the
-/// broker requeues whatever was prefetched and not acked.
-async fn close(link: &connect::Link, tag: &str) {
-    let _ = link
-        .channel
-        .basic_cancel(
-            tag.into(),
-            BasicCancelOptions {
-                nowait: false, // wait for cancel-ok: no delivery after this
-            },
-        )
-        .await;
+/// Closes the channels and the connection (the consumer was cancelled when
+/// shutdown started, see [`lanes`]): the broker requeues whatever was
+/// prefetched and not acked.
+async fn close(link: &connect::Link) {
     let _ = link.publisher.close(200, "shutdown".into()).await;
     let _ = link.channel.close(200, "shutdown".into()).await;
     let _ = link.connection.close(200, "shutdown".into()).await;
