@@ -125,9 +125,33 @@ impl Policy {
     }
 }
 
+/// A `last_error.code` as a metric label or a log field: the code itself
+/// when it looks like one (`[a-z0-9_]{1,64}`), else `invalid`. The code is
+/// whatever the payload says; unbounded, an unknown one could flood the
+/// metrics with series or put arbitrary text (personal data included) in
+/// the logs.
+pub fn code_label(code: &str) -> &str {
+    let looks_like_a_code = (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if looks_like_a_code { code } else { "invalid" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_code_like_values_are_labels() {
+        assert_eq!(code_label("document_expired"), "document_expired");
+        assert_eq!(code_label("brand_new_code_2"), "brand_new_code_2");
+        assert_eq!(code_label(&"a".repeat(64)), "a".repeat(64));
+        assert_eq!(code_label(&"a".repeat(65)), "invalid");
+        assert_eq!(code_label(""), "invalid");
+        assert_eq!(code_label("Jane Doe 1980-01-01"), "invalid");
+        assert_eq!(code_label("code\n{x=\"1\"}"), "invalid");
+    }
 
     #[test]
     fn the_default_table_follows_stripe_guidance() {

@@ -28,8 +28,8 @@ pub struct Settings {
     pub amqp_url: SecretString,
     /// `AMQP_PREFIX`: names of the exchanges and queues.
     pub topology: Topology,
-    /// `WORKER_CONSUMERS`: lanes fed by the worker's one consumer (by
-    /// subject, so lanes never wait on each other's rows), each processing
+    /// `WORKER_CONSUMERS`: lanes fed by the worker's one consumer (by the
+    /// key an event names, so lanes seldom wait on each other's rows), each processing
     /// one batch (one pooled connection) at a time.
     pub consumers: usize,
     /// `WORKER_BATCH_SIZE`: deliveries applied in one transaction.

@@ -182,11 +182,14 @@ fn record(ctx: &Context, event: &Incoming, outcome: &EventOutcome) {
     if let Some(code) = &outcome.counted_failure {
         metrics
             .failed_attempts
-            .get_or_create(&crate::metrics::CodeLabels { code: code.clone() })
+            .get_or_create(&crate::metrics::CodeLabels {
+                code: crate::policy::code_label(code).to_owned(),
+            })
             .inc();
     }
     if let Some(failure) = event.failure.as_ref().filter(|f| !f.known) {
-        warn!(code = %failure.code, "unknown last_error code, treated as retryable");
+        let code = crate::policy::code_label(&failure.code);
+        warn!(code, "unknown last_error code, treated as retryable");
     }
     if outcome.reached_manual_review {
         metrics.attempt_limit_reached.inc();

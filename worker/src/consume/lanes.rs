@@ -4,9 +4,12 @@
 //! `WORKER_BATCH_LINGER_MS` for it to fill), processes it ([`batch`]) and
 //! repeats. A delivery's key is its subject (else its session): while a
 //! lane has a key in hand, the other lanes leave that key's deliveries on
-//! the board, so the events of one person are applied by one lane at a
-//! time and the lanes of a worker never wait on each other's row locks.
-//! (With one AMQP consumer per lane, the broker spread a person's events
+//! the board, so the events naming one key are applied by one lane at a
+//! time. The key is the one the event names, not the subject its session
+//! is finally mapped to (a redacted copy is keyed by its session id; a
+//! session whose events name different keys has several), so two lanes
+//! can still meet on one session's or subject's rows, one waiting for the
+//! other's row lock: rare, and only time lost. (With one AMQP consumer per lane, the broker spread a person's events
 //! round-robin over the lanes, whose transactions then queued behind each
 //! other on the same rows.) Any free lane takes any other key: routing is
 //! only an optimisation, correctness still rests on the row locks.

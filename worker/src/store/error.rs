@@ -26,6 +26,13 @@ pub enum Unavailable {
     /// No connection could be had (timeout, connect failure, pool closed).
     #[error("no database connection")]
     Pool(#[source] deadpool_postgres::PoolError),
+    /// The batch started again a few times in a row because rows it read
+    /// changed before it could lock them (a subject deleted by the
+    /// transaction it waited for, an event inserted concurrently): nothing
+    /// is wrong with the events, so they are retried with backoff, never
+    /// failed.
+    #[error("the rows of the batch kept changing under it; retrying later")]
+    KeptChanging,
 }
 
 /// SQLSTATE classes caused by the data itself: data exceptions (22) and

@@ -92,8 +92,9 @@ impl EventOutcome {
     }
 }
 
-/// Attempts of a batch whose inbox read raced a concurrent insert of one of
-/// its events (see [`apply::apply_batch`]); the next attempt sees the row.
+/// Attempts of a batch whose reads raced a concurrent transaction (see
+/// [`apply::apply_batch`]); the next attempt sees its rows. After these,
+/// the batch is [`Unavailable::KeptChanging`]: retried with backoff.
 const RACE_RETRIES: usize = 3;
 
 /// The pool and the rules: everything a consumer needs to apply events.
@@ -164,9 +165,8 @@ impl Store {
             }
             // Dropping `tx` rolls it back.
         }
-        Err(StoreError::Refused(
-            "an event id kept arriving with another session id".to_owned(),
-        ))
+        // Not the events' fault: retried whole with the outage backoff.
+        Err(StoreError::Unavailable(Unavailable::KeptChanging))
     }
 
     /// Whether a connection of the lanes' pool can be had and answers
