@@ -735,16 +735,13 @@ async fn with_the_unrouted_queue_gone_nothing_is_answered_200_until_the_chain_is
     let broker = TestBroker::new().await;
     let ingest = TestIngest::spawn(&broker, &[]).await;
     let unrouted = broker.topology.unrouted_queue();
+    // Each body built once: `created` is now, and a second boundary
+    // passing between two builds would make them differ.
     let customer =
         |id: &str| session_event(id, "customer.created", now_unix(), serde_json::json!({}));
-    assert_eq!(
-        ingest.post_signed(customer("evt_cust1")).await.status(),
-        200
-    );
-    assert_eq!(
-        broker.get(&unrouted, DEADLINE).await.body,
-        customer("evt_cust1")
-    );
+    let first = customer("evt_cust1");
+    assert_eq!(ingest.post_signed(first.clone()).await.status(), 200);
+    assert_eq!(broker.get(&unrouted, DEADLINE).await.body, first);
 
     broker
         .channel()
@@ -778,12 +775,10 @@ async fn with_the_unrouted_queue_gone_nothing_is_answered_200_until_the_chain_is
         || async { ingest.admin("/readyz").await.0 == 200 },
     )
     .await;
-    assert_eq!(
-        ingest.post_signed(customer("evt_cust4")).await.status(),
-        200
-    );
+    let last = customer("evt_cust4");
+    assert_eq!(ingest.post_signed(last.clone()).await.status(), 200);
     let kept = broker.get(&unrouted, DEADLINE).await;
-    assert_eq!(kept.body, customer("evt_cust4"));
+    assert_eq!(kept.body, last);
     assert_eq!(
         broker.message_count(&unrouted).await,
         0,
@@ -1061,7 +1056,19 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
         "the open files limit ({limit}) is too low for this test"
     );
     let broker = TestBroker::new().await;
-    let ingest = TestIngest::spawn(&broker, &[]).await;
+    // The slow connections are held for 10 s, longer than the bound on a
+    // signed event's answer below: the answer comes during the attack, not
+    // after ingest timed the attack out. The cap is explicit and above the
+    // flood: this test is about the workers, not the cap.
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("INGEST_HEAD_TIMEOUT_MS", "10000"),
+            ("INGEST_BODY_TIMEOUT_MS", "10000"),
+            ("INGEST_MAX_CONNECTIONS", "4096"),
+        ],
+    )
+    .await;
     let address = ingest.address.trim_start_matches("http://").to_owned();
     // Connected, and refused with a 400.
     let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
@@ -1084,12 +1091,15 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
     // body: the server holds none of them.
     let stale = count.div_ceil(3);
     let refused = Instant::now();
-    eventually(
-        Duration::from_secs(3),
-        "every stale head to be refused before its body",
-        || async { counts[1].load(Ordering::SeqCst) == stale },
-    )
-    .await;
+    // Far less than the 90 s each body would take to trickle in.
+    while counts[1].load(Ordering::SeqCst) < stale && refused.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        counts[1].load(Ordering::SeqCst),
+        stale,
+        "stale heads refused 400 before their body, of {stale}"
+    );
     eprintln!(
         "{stale} stale heads refused 400 within {:?}",
         refused.elapsed()
@@ -1102,7 +1112,7 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
         let took = started.elapsed();
         assert_eq!(status, 200, "signed event {i}");
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(5),
             "signed event {i} answered after {took:?} under the flood"
         );
         slowest = slowest.max(took);
@@ -1164,7 +1174,7 @@ async fn connections_are_capped_per_http_worker() {
 #[tokio::test]
 async fn on_stop_readyz_is_503_while_the_listener_still_answers_then_it_closes() {
     let broker = TestBroker::new().await;
-    let ingest = TestIngest::spawn(&broker, &[("INGEST_SHUTDOWN_DELAY_MS", "2000")]).await;
+    let ingest = TestIngest::spawn(&broker, &[("INGEST_SHUTDOWN_DELAY_MS", "5000")]).await;
     assert_eq!(ingest.admin("/readyz").await.0, 200);
     let stop = ingest.stop_token();
     let stopped_at = Instant::now();
@@ -1184,11 +1194,9 @@ async fn on_stop_readyz_is_503_while_the_listener_still_answers_then_it_closes()
         .send()
         .await
         .expect("the listener still answers during the delay");
+    // Order, not timing, is the proof: readyz said 503 before this request
+    // was sent, and a new connection was still accepted and answered.
     assert_eq!(response.status(), 200);
-    assert!(
-        stopped_at.elapsed() < Duration::from_millis(1500),
-        "the checks took too long to prove anything"
-    );
     let listener = ingest.address.trim_start_matches("http://").to_owned();
     eventually(
         DEADLINE,
@@ -1198,7 +1206,7 @@ async fn on_stop_readyz_is_503_while_the_listener_still_answers_then_it_closes()
     .await;
     let closed_after = stopped_at.elapsed();
     assert!(
-        closed_after >= Duration::from_millis(2000),
+        closed_after >= Duration::from_millis(5000),
         "the listener closed after {closed_after:?}, before the delay"
     );
     ingest.join().await.expect("ingest stops cleanly");
