@@ -116,7 +116,9 @@ impl Settings {
                 5_000,
                 10..=60_000,
             )?),
-            publish_channels: to_usize(env.number_or("INGEST_PUBLISH_CHANNELS", 4, 1..=64)?),
+            // One unconfirmed publish per channel: the channels are the
+            // concurrency. RabbitMQ allows 2047 channels per connection.
+            publish_channels: to_usize(env.number_or("INGEST_PUBLISH_CHANNELS", 32, 1..=256)?),
             http_workers: to_usize(env.number_or("INGEST_HTTP_WORKERS", 2, 1..=256)?),
             amqp_url: parse_amqp_url(env)?,
             topology: Topology::from_env(env)?,
@@ -205,6 +207,7 @@ mod tests {
         assert_eq!(settings.max_connections, 4096);
         assert_eq!(settings.shutdown_delay, Duration::from_secs(3));
         assert_eq!(settings.publish_timeout, Duration::from_secs(5));
+        assert_eq!(settings.publish_channels, 32);
         assert_eq!(settings.expected_livemode, None);
         assert_eq!(settings.topology.events_exchange(), "stripe.events");
     }
@@ -264,6 +267,8 @@ mod tests {
             ("INGEST_HEAD_TIMEOUT_MS", "99"),
             ("INGEST_MAX_CONNECTIONS", "0"),
             ("INGEST_MAX_CONNECTIONS", "65537"),
+            ("INGEST_PUBLISH_CHANNELS", "0"),
+            ("INGEST_PUBLISH_CHANNELS", "257"),
             ("INGEST_SHUTDOWN_DELAY_MS", "60001"),
             ("INGEST_ALLOW_TEST_SECRET", "yes"),
         ] {

@@ -2,18 +2,12 @@
 //! `stripe.events`, its alternate exchange `stripe.events.unrouted`, the
 //! `stripe.events.unrouted` queue and `idv.events`.
 //!
-//! Why this and not `mandatory`: lapin hands a `basic.return` to whichever
-//! confirm it completes next, and with pipelined confirms and the broker's
-//! multiple acks that is not the returned message's request. Exact pairing
-//! would need at most one unconfirmed mandatory publish per channel, which
-//! serialises every channel on a confirm round trip (a few milliseconds on a
-//! quorum queue) and caps ingest far below what it serves. So the guarantee
-//! is the alternate exchange, which routes every message to some queue, and
-//! this check, which makes sure that queue is there: with the chain missing,
-//! ingest answers 503 and `/readyz` 503. `mandatory` stays on as a tripwire:
-//! a return can only happen while the chain is broken, so any return makes
-//! its request 503 and marks the chain missing at once, without waiting for
-//! the next check.
+//! With the alternate exchange every message reaches some queue, and this
+//! check makes sure that queue is there: with the chain missing, ingest
+//! answers 503 and `/readyz` 503. `mandatory` covers the moments between
+//! checks: each channel carries one unconfirmed publish at a time
+//! ([`super::slot`]), so a return rides on its own message's confirm; it
+//! answers that request 503 and marks the chain missing at once.
 //!
 //! The checks are passive declares on a channel of their own, never a
 //! confirm channel: a passive declare of something missing closes its

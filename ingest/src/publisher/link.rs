@@ -6,14 +6,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, PublisherConfirm};
 use secrecy::ExposeSecret;
 use shared::topology::Topology;
 use tokio::sync::Notify;
 
 use super::BrokerConfig;
 use super::chain::ChainChecker;
-use super::slot::PublishSlot;
+use super::slot::{PublishSlot, Turn};
 
 /// Bound on connecting, opening the channels and declaring the topology: a
 /// proxy that accepts TCP while the broker behind it is down would otherwise
@@ -34,7 +34,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const REDECLARE_AFTER: Duration = Duration::from_secs(5);
 
 /// A confirm channel and its turn.
-pub(super) type Slot = PublishSlot<Channel>;
+pub(super) type Slot = PublishSlot<Channel, PublisherConfirm>;
 
 /// A live connection and its confirm channels.
 pub(super) struct Link {
@@ -60,13 +60,25 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn pick(&self) -> Arc<Slot> {
-        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        read(&self.slots[at])
-    }
-
-    pub(super) fn slot_count(&self) -> usize {
-        self.slots.len()
+    /// A turn on one of the channels: a free one when there is one (looked
+    /// for round-robin), else the next in turn once it is free. `None` when
+    /// every slot waited for was retired meanwhile.
+    pub(super) async fn take_turn(&self) -> Option<Turn<Channel, PublisherConfirm>> {
+        let count = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..count {
+            if let Some(turn) = read(&self.slots[(start + i) % count]).try_turn() {
+                return Some(turn);
+            }
+        }
+        // Every channel busy. A slot retired while this waited is skipped:
+        // with every slot renewed at once, each is tried once.
+        for i in 0..count {
+            if let Some(turn) = read(&self.slots[(start + i) % count]).turn().await {
+                return Some(turn);
+            }
+        }
+        None
     }
 
     /// Connection and every channel open, the broker not blocking us, and
@@ -170,13 +182,17 @@ impl Link {
     /// Replaces every channel whose slot asked for it. The old channel takes
     /// no new publish, is given `grace` for the confirms still due on it,
     /// then closed, which is also when lapin lets go of abandoned confirms.
-    pub(super) async fn renew_channels(&self, grace: Duration) -> Result<(), lapin::Error> {
+    pub(super) async fn renew_channels(&self, grace: Duration) -> Result<(), RenewError> {
         for cell in &self.slots {
             let old = read(cell);
             if !old.wants_replacing() {
                 continue;
             }
-            let fresh = Arc::new(Slot::new(confirm_channel(&self.connection).await?));
+            // Bounded: this runs in the supervisor, which must keep watching.
+            let channel = tokio::time::timeout(OPEN_TIMEOUT, confirm_channel(&self.connection))
+                .await
+                .map_err(|_| RenewError::Timeout(OPEN_TIMEOUT))??;
+            let fresh = Arc::new(Slot::new(channel));
             match cell.write() {
                 Ok(mut slot) => *slot = fresh,
                 Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -215,6 +231,15 @@ fn read(cell: &RwLock<Arc<Slot>>) -> Arc<Slot> {
         Ok(slot) => slot.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     }
+}
+
+/// Why a confirm channel could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RenewError {
+    #[error("the broker did not open a channel within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
 }
 
 /// Why a link could not be opened.

@@ -1,19 +1,20 @@
 //! Publishes raw events to RabbitMQ and waits for the broker's confirm.
 //!
-//! One connection with a few confirm-mode channels is shared by every
-//! request, so confirms pipeline: a request publishes, then waits for its own
-//! confirm while others publish on the same channel. Each channel's publish
-//! step (delivery tag and frames) is taken by one request at a time
-//! ([`slot`]), so a confirm always answers the request whose message it
-//! confirms. A supervisor task owns the connection: when it is lost,
-//! publishing fails fast (the caller answers 503) while the supervisor
-//! reconnects with backoff; it also checks the topology chain ([`chain`])
-//! and replaces channels that keep refusing or hold abandoned confirms.
+//! One connection with confirm-mode channels is shared by every request. A
+//! request takes a channel, publishes and holds it until its confirm
+//! arrives: one unconfirmed publish per channel ([`slot`]), so a confirm
+//! and any return always answer the request whose message they concern,
+//! and the channels are the concurrency. A supervisor task owns the
+//! connection: when it is lost, publishing fails fast (the caller answers
+//! 503) while the supervisor reconnects with backoff; it also checks the
+//! topology chain ([`chain`]) and replaces channels that keep refusing or
+//! hold abandoned confirms.
 
 mod chain;
 mod link;
 mod slot;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -183,7 +184,7 @@ impl Publisher {
     ///
     /// Nothing is published while the chain is known to be missing. A
     /// returned message answers 503 and marks the chain missing; see
-    /// [`chain`] for why the chain check, not `mandatory`, is the guarantee.
+    /// [`chain`].
     pub async fn publish(&self, event: &OutgoingEvent<'_>) -> Result<(), PublishError> {
         let link = self
             .current()
@@ -193,81 +194,100 @@ impl Publisher {
             return Err(PublishError::ChainMissing);
         }
         let timeout = self.inner.config.publish_timeout;
-        match tokio::time::timeout(timeout, self.publish_on(&link, event)).await {
+        let written = AtomicBool::new(false);
+        match tokio::time::timeout(timeout, self.publish_on(&link, event, &written)).await {
             Err(_) => {
-                link.timed_out();
+                // Only a confirm the broker owes is evidence against the
+                // link, not time spent waiting for a channel's turn.
+                if written.load(Ordering::SeqCst) {
+                    link.timed_out();
+                }
                 Err(PublishError::Timeout(timeout))
             }
             Ok(published) => published,
         }
     }
 
-    /// Publishes on one of `link`'s channels and waits for the confirm.
-    async fn publish_on(&self, link: &Link, event: &OutgoingEvent<'_>) -> Result<(), PublishError> {
-        // A slot retired while this publish waited for its turn is skipped:
-        // with every slot renewed at once, each is tried once.
-        for _ in 0..link.slot_count() {
-            let slot = link.pick();
-            let published = slot.publish(|channel| {
-                // Made inside the turn: a publish dropped from here on (a
-                // timeout, a client that hung up) leaves a confirm behind.
-                let watch = ConfirmWatch::new(&slot, |replace| {
-                    self.inner.metrics.abandoned_confirms.inc();
-                    if let Some(reason) = replace {
-                        self.replace_channel(link, reason);
-                    }
-                });
+    /// Publishes on one of `link`'s channels and waits for the confirm,
+    /// holding the channel's turn throughout: at most one publish is
+    /// unconfirmed on a channel, so a return can only ride on its own
+    /// message's confirm ([`slot`]). `written` is set once the frames are.
+    async fn publish_on(
+        &self,
+        link: &Link,
+        event: &OutgoingEvent<'_>,
+        written: &AtomicBool,
+    ) -> Result<(), PublishError> {
+        let mut turn = link.take_turn().await.ok_or(PublishError::Unavailable)?;
+        let slot = turn.slot().clone();
+        // A confirm an earlier, abandoned publish left due on this channel.
+        if turn.settle_earlier().await {
+            // One was cut short in its frames: its confirm is not in hand.
+            let _ = slot.channel().wait_for_confirms().await;
+            turn.settled_all();
+        }
+        // From here on, a publish dropped (a timeout, a client that hung up)
+        // leaves a confirm behind.
+        let watch = ConfirmWatch::new(&slot, |replace| {
+            self.inner.metrics.abandoned_confirms.inc();
+            if let Some(reason) = replace {
+                self.replace_channel(link, reason);
+            }
+        });
+        let confirmation = turn
+            .publish(|channel| {
                 let publish = channel.basic_publish(
                     self.inner.exchange.as_str().into(),
                     event.event_type.into(),
                     BasicPublishOptions {
-                        mandatory: true,  // a tripwire only: see `chain`
+                        // Exact: one unconfirmed publish per channel.
+                        mandatory: true,
                         immediate: false, // RabbitMQ does not support `immediate`
                     },
                     event.body,
                     properties(event),
                 );
-                async move { (watch, publish.await) }
-            });
-            let Some((watch, published)) = published.await else {
-                continue;
-            };
-            let confirmation = match published {
-                Ok(confirm) => confirm.await,
-                Err(error) => Err(error),
-            };
-            watch.settle();
-            return match confirmation {
-                Err(error) => {
-                    // A channel being replaced is closed on purpose.
-                    if !slot.wants_replacing() {
-                        link.failed.notify_one();
-                    }
-                    Err(PublishError::Broker(error))
+                async move {
+                    let confirm = publish.await;
+                    written.store(confirm.is_ok(), Ordering::SeqCst);
+                    confirm
                 }
-                Ok(confirmation) => {
-                    link.confirmed();
-                    match confirmation {
-                        Confirmation::Ack(None) => {
-                            slot.acked();
-                            Ok(())
+            })
+            .await
+            .and_then(|confirmation| confirmation);
+        watch.settle();
+        drop(turn);
+        match confirmation {
+            Err(error) => {
+                // A channel being replaced is closed on purpose.
+                if !slot.wants_replacing() {
+                    link.failed.notify_one();
+                }
+                Err(PublishError::Broker(error))
+            }
+            Ok(confirmation) => {
+                link.confirmed();
+                match confirmation {
+                    Confirmation::Ack(None) => {
+                        slot.acked();
+                        Ok(())
+                    }
+                    // This message's own return (the only one unconfirmed
+                    // on the channel). The body is personal data: dropped,
+                    // never logged.
+                    Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+                        link.chain_broken();
+                        Err(PublishError::Returned)
+                    }
+                    Confirmation::Nack(None) | Confirmation::NotRequested => {
+                        if let Some(reason) = slot.nacked() {
+                            self.replace_channel(link, reason);
                         }
-                        // The body is personal data: dropped, never logged.
-                        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
-                            link.chain_broken();
-                            Err(PublishError::Returned)
-                        }
-                        Confirmation::Nack(None) | Confirmation::NotRequested => {
-                            if let Some(reason) = slot.nacked() {
-                                self.replace_channel(link, reason);
-                            }
-                            Err(PublishError::Nacked)
-                        }
+                        Err(PublishError::Nacked)
                     }
                 }
-            };
+            }
         }
-        Err(PublishError::Unavailable)
     }
 
     /// Has the supervisor replace a channel that asked for it, and counts it.
