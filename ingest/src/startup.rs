@@ -145,16 +145,12 @@ impl Application {
             admin_port = self.admin_port,
             "idv-ingest serving"
         );
-        let outcome = tokio::select! {
+        let mut outcome = tokio::select! {
             () = stop => {
                 tracing::info!("stopping: finishing in-flight requests");
                 Ok(())
             }
-            ended = &mut server => match ended {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped by itself")),
-                Ok(Err(error)) => Err(anyhow::Error::new(error).context("HTTP server failed")),
-                Err(error) => Err(anyhow::Error::new(error).context("HTTP server task failed")),
-            },
+            ended = &mut server => Err(server_ended(ended)),
         };
         // `/readyz` says 503 first; the listener keeps taking requests for
         // the delay, so a load balancer stops sending before it closes.
@@ -167,7 +163,8 @@ impl Application {
             );
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                _ = &mut server => {}
+                // Dying during the delay is a failure too: not exit 0.
+                ended = &mut server => outcome = Err(server_ended(ended)),
             }
         }
         server_handle.stop(true).await;
@@ -182,6 +179,15 @@ impl Application {
         publisher.close().await;
         tracing::info!("idv-ingest stopped");
         outcome
+    }
+}
+
+/// Why the HTTP server's task ended before it was told to stop.
+fn server_ended(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match ended {
+        Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped by itself"),
+        Ok(Err(error)) => anyhow::Error::new(error).context("HTTP server failed"),
+        Err(error) => anyhow::Error::new(error).context("HTTP server task failed"),
     }
 }
 

@@ -25,7 +25,7 @@ pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const TIMEOUTS_BEFORE_SUSPECT: u32 = 3;
 /// Bound on closing politely; a dead peer never answers close-ok.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bound on one check of the chain (or one redeclare).
+/// Bound on one check of the chain (a redeclare gets [`OPEN_TIMEOUT`]).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the chain may be seen missing before ingest declares the
 /// topology again itself. Until then (and until the declare succeeds) it
@@ -52,6 +52,10 @@ pub(super) struct Link {
     pub(super) renew: Notify,
     /// False while some link of the chain is known to be missing.
     chain_ok: AtomicBool,
+    /// A redeclare was started and has not yet returned Ok: the chain
+    /// stays missing even when every piece is there again, since one cut
+    /// short can leave the queues without their bindings.
+    redeclare_pending: AtomicBool,
     /// Since when the chain has been seen missing.
     chain_missing_since: std::sync::Mutex<Option<Instant>>,
     /// The non-confirm channel the chain checks run on.
@@ -147,6 +151,11 @@ impl Link {
             Err(_) => return,
         };
         let Some(name) = missing else {
+            if self.redeclare_pending.load(Ordering::SeqCst)
+                && !self.redeclare(&mut checker, topology).await
+            {
+                return;
+            }
             let was_missing = self.missing_since(|since| since.take()).is_some();
             if was_missing || !self.chain_ok() {
                 tracing::info!("broker topology chain complete again; publishing");
@@ -161,13 +170,29 @@ impl Link {
             "broker topology chain incomplete; answering 503"
         );
         if first_seen.elapsed() >= REDECLARE_AFTER {
-            let redeclared =
-                tokio::time::timeout(CHECK_TIMEOUT, checker.redeclare(&self.connection, topology))
-                    .await;
-            match redeclared {
-                Ok(Ok(())) => tracing::info!("broker topology declared again"),
-                Ok(Err(error)) => tracing::warn!(error = %error, "cannot declare the topology"),
-                Err(_) => tracing::warn!("declaring the topology timed out"),
+            self.redeclare(&mut checker, topology).await;
+        }
+    }
+
+    /// Declares the whole topology again, within [`OPEN_TIMEOUT`]; true
+    /// once it returned Ok. Until then the chain is kept missing.
+    async fn redeclare(&self, checker: &mut ChainChecker, topology: &Topology) -> bool {
+        self.redeclare_pending.store(true, Ordering::SeqCst);
+        let redeclared =
+            tokio::time::timeout(OPEN_TIMEOUT, checker.redeclare(&self.connection, topology)).await;
+        match redeclared {
+            Ok(Ok(())) => {
+                tracing::info!("broker topology declared again");
+                self.redeclare_pending.store(false, Ordering::SeqCst);
+                true
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "cannot declare the topology");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("declaring the topology timed out");
+                false
             }
         }
     }
@@ -291,6 +316,7 @@ async fn open_unbounded(config: &BrokerConfig) -> Result<Link, OpenError> {
         failed: Notify::new(),
         renew: Notify::new(),
         chain_ok: AtomicBool::new(true),
+        redeclare_pending: AtomicBool::new(false),
         chain_missing_since: std::sync::Mutex::new(None),
         checker: tokio::sync::Mutex::new(checker),
         opened_at: Instant::now(),
