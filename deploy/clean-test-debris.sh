@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Removes what an interrupted test or benchmark run may have left on the
-# local services: queues and exchanges named test-TAG-… (or bench-…) on
+# local services: queues, exchanges and policies named test-TAG-… (or bench-…) on
 # RabbitMQ's default vhost, and databases named idv_test_TAG_… on
 # PostgreSQL. The tests delete their own on the way out; this is for runs
 # that were killed.
@@ -46,6 +46,12 @@ if command -v rabbitmqctl >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmqctl ]; then
   ctl list_queues -q name 2>/dev/null | grep -E "$amqp_pattern" | while IFS= read -r queue; do
     ctl delete_queue "$queue" </dev/null >/dev/null 2>&1 && echo "deleted queue $queue"
   done
+  # Policies a test set on its queues (named after its prefix); names are
+  # passed to clear_policy as an argument, never into code.
+  ctl list_policies -q -p / --no-table-headers 2>/dev/null | cut -f2 | grep -E "$amqp_pattern" |
+    while IFS= read -r policy; do
+      ctl clear_policy -p / "$policy" </dev/null >/dev/null 2>&1 && echo "cleared policy $policy"
+    done
   # rabbitmqctl cannot delete an exchange; the name goes into Erlang code,
   # which the pattern above keeps to characters that cannot end the binary.
   ctl list_exchanges -q name 2>/dev/null | grep -E "$amqp_pattern" | while IFS= read -r exchange; do
