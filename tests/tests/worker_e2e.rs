@@ -269,33 +269,6 @@ async fn a_dead_letter_reason_never_quotes_the_body() {
     worker.stop().await;
 }
 
-/// The database session of the test that holds a subject's row lock.
-async fn hold_subject_lock(db: &TestDatabase, key: &str) -> tokio_postgres::Client {
-    let holder = db.client().await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    let locked = holder
-        .query(
-            "SELECT key FROM subjects WHERE key = $1 FOR UPDATE",
-            &[&key],
-        )
-        .await
-        .unwrap();
-    assert_eq!(locked.len(), 1, "the subject exists and is locked");
-    holder
-}
-
-/// Backends of `db` waiting for a lock.
-async fn waiting_on_a_lock(client: &tokio_postgres::Client, db: &TestDatabase) -> i64 {
-    client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-            &[&db.name],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn shutdown_commits_and_acks_the_batch_in_hand() {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);

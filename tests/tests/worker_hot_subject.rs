@@ -20,33 +20,6 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(60);
 const PROCESSING: &str = "identity.verification_session.processing";
 
-/// Opens a transaction holding `key`'s subject row.
-async fn hold_subject_lock(db: &TestDatabase, key: &str) -> tokio_postgres::Client {
-    let holder = db.client().await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    let locked = holder
-        .query(
-            "SELECT key FROM subjects WHERE key = $1 FOR UPDATE",
-            &[&key],
-        )
-        .await
-        .unwrap();
-    assert_eq!(locked.len(), 1, "the subject exists and is locked");
-    holder
-}
-
-/// Backends of `db` waiting for a lock.
-async fn waiting_on_a_lock(client: &tokio_postgres::Client, db: &TestDatabase) -> i64 {
-    client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-            &[&db.name],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn committed_like(client: &tokio_postgres::Client, like: &str) -> i64 {
     client
         .query_one("SELECT count(*) FROM events WHERE id LIKE $1", &[&like])

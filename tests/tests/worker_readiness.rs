@@ -126,27 +126,10 @@ async fn a_worker_whose_lanes_all_wait_on_a_row_lock_is_still_ready() {
 
     // The lane's next batch waits for the test's lock, holding the lane's
     // only pooled connection.
-    let holder = db.client().await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    holder
-        .query(
-            "SELECT key FROM subjects WHERE key = 'user_rl' FOR UPDATE",
-            &[],
-        )
-        .await
-        .unwrap();
+    let holder = hold_subject_lock(&db, "user_rl").await;
     publish(&broker, requires_input, &event(1)).await;
     eventually(DEADLINE, "the lane waiting on the held row", || async {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-                 AND wait_event_type = 'Lock'",
-                &[&db.name],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        waiting > 0
+        waiting_on_a_lock(&client, &db).await > 0
     })
     .await;
     // Past the cached answer and the last transaction's grace: every

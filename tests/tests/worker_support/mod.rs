@@ -403,3 +403,31 @@ pub fn scenario_status(s: usize) -> &'static str {
         _ => "verified",
     }
 }
+
+/// A transaction of the test's holding `key`'s subject row lock (until
+/// it rolls back or the client drops).
+pub async fn hold_subject_lock(db: &TestDatabase, key: &str) -> tokio_postgres::Client {
+    let holder = db.client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let locked = holder
+        .query(
+            "SELECT key FROM subjects WHERE key = $1 FOR UPDATE",
+            &[&key],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1, "the subject exists and is locked");
+    holder
+}
+
+/// Backends of `db` waiting for a lock.
+pub async fn waiting_on_a_lock(client: &tokio_postgres::Client, db: &TestDatabase) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
