@@ -25,6 +25,9 @@ pub enum WebhookError {
     WrongMode { found: Option<bool>, expected: bool },
     #[error("the event could not be stored now; retry later")]
     Unavailable(#[source] PublishError),
+    /// The process-wide budget of body bytes in flight is spent.
+    #[error("too many request bodies in flight; retry later")]
+    Overloaded,
 }
 
 impl WebhookError {
@@ -37,6 +40,7 @@ impl WebhookError {
             Self::BodyTimeout(_) => "body_timeout",
             Self::WrongMode { .. } => "wrong_livemode",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded => "overloaded",
         }
     }
 }
@@ -49,13 +53,14 @@ impl ResponseError for WebhookError {
             }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Unavailable(_)) {
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "1"));
         }
         response.json(serde_json::json!({ "error": self.to_string() }))

@@ -21,6 +21,10 @@ pub struct Settings {
     pub verifier: SignatureVerifier,
     /// Largest body accepted; larger is 413 (`INGEST_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Body bytes the whole process holds at once for requests still being
+    /// read or handled; past it, 503 (`INGEST_BODY_BUDGET_BYTES`). At
+    /// least `max_body_bytes`, so one largest body always fits.
+    pub body_budget_bytes: usize,
     /// How long a client may take to send its body once the head has
     /// arrived; longer is 408 (`INGEST_BODY_TIMEOUT_MS`).
     pub body_timeout: Duration,
@@ -76,6 +80,13 @@ impl Settings {
             "a socket address such as 0.0.0.0:4242",
         )?;
         check_test_secret(env, &secrets, listen)?;
+        let max_body_bytes = to_usize(env.number_or(
+            "INGEST_MAX_BODY_BYTES",
+            1024 * 1024,
+            // RabbitMQ refuses messages over 16 MiB by default.
+            1024..=16 * 1024 * 1024,
+        )?);
+        let body_budget_bytes = parse_body_budget(env, max_body_bytes)?;
         Ok(Self {
             listen,
             admin_listen: env.parse_or(
@@ -84,12 +95,8 @@ impl Settings {
                 "a socket address such as 127.0.0.1:9464",
             )?,
             verifier: SignatureVerifier::new(secrets, Duration::from_secs(tolerance_secs)),
-            max_body_bytes: to_usize(env.number_or(
-                "INGEST_MAX_BODY_BYTES",
-                1024 * 1024,
-                // RabbitMQ refuses messages over 16 MiB by default.
-                1024..=16 * 1024 * 1024,
-            )?),
+            max_body_bytes,
+            body_budget_bytes,
             // actix bounds only the head; Stripe sends the body at once.
             body_timeout: Duration::from_millis(env.number_or(
                 "INGEST_BODY_TIMEOUT_MS",
@@ -103,7 +110,7 @@ impl Settings {
             )?),
             max_connections: to_usize(env.number_or(
                 "INGEST_MAX_CONNECTIONS",
-                4_096,
+                1_024,
                 1..=65_536,
             )?),
             shutdown_delay: Duration::from_millis(env.number_or(
@@ -171,6 +178,22 @@ fn parse_amqp_url(env: &Env) -> Result<SecretString, ConfigError> {
     }
 }
 
+/// `INGEST_BODY_BUDGET_BYTES`: 1 MiB to 4 GiB, and at least
+/// `INGEST_MAX_BODY_BYTES`, or the largest body could never be read.
+fn parse_body_budget(env: &Env, max_body_bytes: usize) -> Result<usize, ConfigError> {
+    const VAR: &str = "INGEST_BODY_BUDGET_BYTES";
+    let budget =
+        to_usize(env.number_or(VAR, 64 * 1024 * 1024, 1024 * 1024..=4 * 1024 * 1024 * 1024)?);
+    if budget < max_body_bytes {
+        return Err(invalid(
+            VAR,
+            &format!("at least INGEST_MAX_BODY_BYTES ({max_body_bytes})"),
+            env.optional(VAR),
+        ));
+    }
+    Ok(budget)
+}
+
 fn to_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
@@ -204,7 +227,8 @@ mod tests {
         assert_eq!(settings.max_body_bytes, 1024 * 1024);
         assert_eq!(settings.body_timeout, Duration::from_secs(5));
         assert_eq!(settings.head_timeout, Duration::from_secs(3));
-        assert_eq!(settings.max_connections, 4096);
+        assert_eq!(settings.max_connections, 1024);
+        assert_eq!(settings.body_budget_bytes, 64 * 1024 * 1024);
         assert_eq!(settings.shutdown_delay, Duration::from_secs(3));
         assert_eq!(settings.publish_timeout, Duration::from_secs(5));
         assert_eq!(settings.publish_channels, 32);
@@ -269,6 +293,8 @@ mod tests {
             ("INGEST_MAX_CONNECTIONS", "65537"),
             ("INGEST_PUBLISH_CHANNELS", "0"),
             ("INGEST_PUBLISH_CHANNELS", "257"),
+            ("INGEST_BODY_BUDGET_BYTES", "1048575"),
+            ("INGEST_BODY_BUDGET_BYTES", "4294967297"),
             ("INGEST_SHUTDOWN_DELAY_MS", "60001"),
             ("INGEST_ALLOW_TEST_SECRET", "yes"),
         ] {
@@ -279,6 +305,38 @@ mod tests {
             .unwrap_err();
             assert_eq!(error.variable, variable);
         }
+    }
+
+    #[test]
+    fn the_body_budget_holds_at_least_the_largest_body() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("STRIPE_WEBHOOK_SECRET", "whsec_a")];
+            all.extend_from_slice(pairs);
+            Settings::from_env(&env(&all))
+        };
+        let error = with(&[
+            ("INGEST_MAX_BODY_BYTES", "4194304"),
+            ("INGEST_BODY_BUDGET_BYTES", "2097152"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "INGEST_BODY_BUDGET_BYTES");
+        assert!(
+            error
+                .to_string()
+                .contains("INGEST_MAX_BODY_BYTES (4194304)"),
+            "{error}"
+        );
+        let settings = with(&[
+            ("INGEST_MAX_BODY_BYTES", "4194304"),
+            ("INGEST_BODY_BUDGET_BYTES", "4194304"),
+        ])
+        .unwrap();
+        assert_eq!(settings.body_budget_bytes, 4 * 1024 * 1024);
+        // The default budget is checked against the limit too.
+        let settings = with(&[("INGEST_MAX_BODY_BYTES", "16777216")]).unwrap();
+        assert_eq!(settings.body_budget_bytes, 64 * 1024 * 1024);
+        let settings = with(&[("INGEST_BODY_BUDGET_BYTES", "4294967296")]).unwrap();
+        assert_eq!(settings.body_budget_bytes, 4 * 1024 * 1024 * 1024);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -24,6 +25,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set when shutdown begins, so `/readyz` turns traffic away first.
     pub draining: AtomicBool,
+    /// One permit per body byte held by a request, process-wide
+    /// (`INGEST_BODY_BUDGET_BYTES`): the signature can only be checked
+    /// once the whole body is in, so bodies are what an unauthenticated
+    /// client can make ingest hold.
+    pub body_budget: Arc<Semaphore>,
 }
 
 /// A built ingest service: listeners bound, broker connected.
@@ -75,7 +81,11 @@ impl Application {
         let workers = settings.http_workers;
         let max_connections = settings.max_connections;
         let head_timeout = settings.head_timeout;
+        let body_budget = Arc::new(Semaphore::new(
+            settings.body_budget_bytes.min(Semaphore::MAX_PERMITS),
+        ));
         let state = web::Data::new(AppState {
+            body_budget,
             settings,
             publisher: publisher.clone(),
             metrics,

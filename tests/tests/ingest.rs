@@ -1127,6 +1127,191 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
         .await;
 }
 
+/// A connection with a current timestamp and a forged signature (it passes
+/// the check made on the head; only the body's HMAC would fail) that sends
+/// `size` body bytes and holds on: with `Content-Length: size` and its last
+/// byte never sent, or chunked (64 KiB chunks) and never terminated. Counts
+/// an answer in `answered`, and a `503` with `Retry-After: 1` in `overloaded`,
+/// and holds its connection until `hold` is cancelled.
+async fn held_forged_body(
+    address: String,
+    size: usize,
+    chunked: bool,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    overloaded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    hold: tokio_util::sync::CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("ingest listens");
+    let (mut reader, mut writer) = stream.into_split();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {size}")
+    };
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nStripe-Signature: t={},v1={}\r\n{framing}\r\n\r\n",
+        now_unix(),
+        "0".repeat(64),
+    );
+    let send = tokio::spawn(async move {
+        // Write errors are ignored: a refused request may be closed on.
+        let _ = writer.write_all(head.as_bytes()).await;
+        if chunked {
+            let piece = 64 * 1024;
+            let mut sent = 0;
+            while sent < size {
+                let part = piece.min(size - sent);
+                let mut chunk = format!("{part:x}\r\n").into_bytes();
+                chunk.resize(chunk.len() + part, b'x');
+                chunk.extend_from_slice(b"\r\n");
+                if writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += part;
+            }
+        } else {
+            let _ = writer.write_all(&vec![b'x'; size - 1]).await;
+        }
+        // Held open, never finished.
+        std::future::pending::<()>().await;
+        drop(writer);
+    });
+    let receive = async {
+        let mut answer = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(read) if read > 0 => answer.extend_from_slice(&buffer[..read]),
+                _ => return answer,
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                return answer;
+            }
+        }
+    };
+    let answer = tokio::select! {
+        () = hold.cancelled() => Vec::new(),
+        answer = receive => answer,
+    };
+    if !answer.is_empty() {
+        answered.fetch_add(1, Ordering::SeqCst);
+        let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        if head.starts_with("http/1.1 503") && head.contains("\r\nretry-after: 1\r\n") {
+            overloaded.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    hold.cancelled().await;
+    send.abort();
+    let _ = send.await;
+}
+
+/// Waits (up to 20 s) for `counter` to reach `expected`; its value then.
+async fn count_reaches(counter: &std::sync::atomic::AtomicUsize, expected: usize) -> usize {
+    let started = Instant::now();
+    while counter.load(std::sync::atomic::Ordering::SeqCst) < expected
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    counter.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_past_the_body_budget_are_503_overloaded_and_the_budget_comes_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let broker = TestBroker::new().await;
+    // A budget of two largest bodies; the body timeout far longer than the
+    // test, so no held body is let go of before the test lets go of it.
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("INGEST_BODY_BUDGET_BYTES", "2097152"),
+            ("INGEST_BODY_TIMEOUT_MS", "60000"),
+        ],
+    )
+    .await;
+    let address = ingest.address.trim_start_matches("http://").to_owned();
+    let size = 1024 * 1024 - 64;
+    let in_flight = "idv_ingest_in_flight_requests";
+
+    // With a length: eight bodies of ~1 MiB, taken as their bytes arrive;
+    // at most two fit the budget, the others are refused as they pass it.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let overloaded = Arc::new(AtomicUsize::new(0));
+    let hold = tokio_util::sync::CancellationToken::new();
+    let held: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(held_forged_body(
+                address.clone(),
+                size,
+                false,
+                answered.clone(),
+                overloaded.clone(),
+                hold.clone(),
+            ))
+        })
+        .collect();
+    let refused = count_reaches(&overloaded, 6).await;
+    assert!(
+        refused >= 6,
+        "{refused} bodies refused 503 overloaded, of 8"
+    );
+    // The rest are held, unanswered (one or two, as the refusals fell).
+    let held_now = ingest.metric(in_flight).await;
+    assert!(held_now <= 2.0, "{held_now} bodies held in a 2 MiB budget");
+    assert_eq!(answered.load(Ordering::SeqCst), refused);
+    assert!(
+        ingest
+            .metric(r#"idv_ingest_requests_total{outcome="overloaded"}"#)
+            .await
+            >= 6.0
+    );
+    hold.cancel();
+    for task in held {
+        let _ = task.await;
+    }
+    eventually(DEADLINE, "the held requests to end", || async {
+        ingest.metric(in_flight).await == 0.0
+    })
+    .await;
+
+    // Chunked: four bodies of ~1 MiB cannot all be held in 2 MiB: at least
+    // two are refused.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let overloaded = Arc::new(AtomicUsize::new(0));
+    let hold = tokio_util::sync::CancellationToken::new();
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(held_forged_body(
+                address.clone(),
+                size,
+                true,
+                answered.clone(),
+                overloaded.clone(),
+                hold.clone(),
+            ))
+        })
+        .collect();
+    let refused = count_reaches(&overloaded, 2).await;
+    assert!(refused >= 2, "{refused} chunked bodies refused, of 4");
+    assert_eq!(answered.load(Ordering::SeqCst), refused);
+    hold.cancel();
+    for task in held {
+        let _ = task.await;
+    }
+
+    // Once they ended, the budget is back: a signed event is accepted.
+    let event = fixture("evt_processing.json");
+    let accepted = until_accepted(&ingest, &event, DEADLINE).await;
+    eprintln!("signed event accepted {accepted:?} after the held bodies ended");
+    assert_only_published(&broker, &event).await;
+}
+
 #[tokio::test]
 async fn connections_are_capped_per_http_worker() {
     let broker = TestBroker::new().await;

@@ -8,6 +8,7 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::{Stream, StreamExt};
 use shared::EventEnvelope;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::error::WebhookError;
@@ -96,9 +97,13 @@ async fn receive(
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
-    let body = tokio::time::timeout(body_timeout, read_body(declared, payload, limit))
-        .await
-        .map_err(|_| WebhookError::BodyTimeout(body_timeout))??;
+    // The body's share of the budget is held until the request ends.
+    let (body, _budget) = tokio::time::timeout(
+        body_timeout,
+        read_body(declared, payload, limit, &state.body_budget),
+    )
+    .await
+    .map_err(|_| WebhookError::BodyTimeout(body_timeout))??;
     state.settings.verifier.verify(signature, &body, now)?;
     let envelope = EventEnvelope::parse(&body)?;
     tracing::Span::current().record("event_id", envelope.id.as_str());
@@ -143,24 +148,41 @@ async fn receive(
 
 /// Reads the whole body, refusing it as soon as it passes `limit`. The
 /// `declared` length is the sender's word only: it can refuse a body at
-/// once, but never reserves more than [`MAX_PREALLOCATED_BODY`].
+/// once, but never reserves more than [`MAX_PREALLOCATED_BODY`] of memory.
+///
+/// The body's bytes are taken from `budget` (the process-wide bound on
+/// bodies in flight) as they arrive, chunk by chunk, with or without a
+/// declared length: taking the declared length up front would let heads
+/// that never send a byte (no secret needed to pass the head check) spend
+/// the whole budget. With the budget spent, [`WebhookError::Overloaded`].
+/// The permits come back with the body, to be held as long as it is.
 async fn read_body<E>(
     declared: Option<usize>,
     mut payload: impl Stream<Item = Result<Bytes, E>> + Unpin,
     limit: usize,
-) -> Result<BytesMut, WebhookError> {
+    budget: &std::sync::Arc<Semaphore>,
+) -> Result<(BytesMut, OwnedSemaphorePermit), WebhookError> {
     if declared.is_some_and(|length| length > limit) {
         return Err(WebhookError::TooLarge { limit });
     }
+    let take = |bytes: usize| {
+        let bytes = u32::try_from(bytes).map_err(|_| WebhookError::Overloaded)?;
+        budget
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| WebhookError::Overloaded)
+    };
+    let mut held = take(0)?;
     let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(MAX_PREALLOCATED_BODY));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| WebhookError::BodyRead)?;
         if body.len() + chunk.len() > limit {
             return Err(WebhookError::TooLarge { limit });
         }
+        held.merge(take(chunk.len())?);
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok((body, held))
 }
 
 /// The caller's `X-Request-Id` when it is short and printable, else a new one.
@@ -184,11 +206,20 @@ mod tests {
         futures_util::stream::iter(parts.iter().map(|part| Ok(Bytes::from_static(part))))
     }
 
+    fn budget(bytes: usize) -> std::sync::Arc<Semaphore> {
+        std::sync::Arc::new(Semaphore::new(bytes))
+    }
+
     #[tokio::test]
     async fn a_declared_length_reserves_at_most_a_small_buffer() {
-        let body = read_body(Some(1_000_000), chunks(&[b"{}"]), 1024 * 1024)
-            .await
-            .unwrap();
+        let (body, _held) = read_body(
+            Some(1_000_000),
+            chunks(&[b"{}"]),
+            1024 * 1024,
+            &budget(1024 * 1024),
+        )
+        .await
+        .unwrap();
         assert_eq!(&body[..], b"{}");
         assert!(
             body.capacity() <= MAX_PREALLOCATED_BODY,
@@ -199,17 +230,44 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_is_refused_past_the_limit_declared_or_not() {
-        let declared = read_body(Some(11), chunks(&[b"x"]), 10).await;
+        let budget = budget(100);
+        let declared = read_body(Some(11), chunks(&[b"x"]), 10, &budget).await;
         assert!(matches!(
             declared,
             Err(WebhookError::TooLarge { limit: 10 })
         ));
-        let streamed = read_body(None, chunks(&[b"123456", b"78901"]), 10).await;
+        let streamed = read_body(None, chunks(&[b"123456", b"78901"]), 10, &budget).await;
         assert!(matches!(
             streamed,
             Err(WebhookError::TooLarge { limit: 10 })
         ));
-        let exact = read_body(None, chunks(&[b"12345", b"67890"]), 10).await;
-        assert_eq!(&exact.unwrap()[..], b"1234567890");
+        let (exact, _held) = read_body(None, chunks(&[b"12345", b"67890"]), 10, &budget)
+            .await
+            .unwrap();
+        assert_eq!(&exact[..], b"1234567890");
+    }
+
+    #[tokio::test]
+    async fn bodies_take_the_budget_until_they_are_dropped() {
+        let budget = budget(10);
+        // Taken as the bytes arrive, whatever the length declared.
+        let (_, first) = read_body(Some(6), chunks(&[b"123", b"456"]), 10, &budget)
+            .await
+            .unwrap();
+        assert_eq!(budget.available_permits(), 4);
+        // Refused at the chunk that does not fit, and what the refused body
+        // took is given back.
+        let refused = read_body(None, chunks(&[b"123", b"45"]), 10, &budget).await;
+        assert!(matches!(refused, Err(WebhookError::Overloaded)));
+        let refused = read_body(Some(5), chunks(&[b"12", b"345"]), 10, &budget).await;
+        assert!(matches!(refused, Err(WebhookError::Overloaded)));
+        assert_eq!(budget.available_permits(), 4);
+        let (_, second) = read_body(None, chunks(&[b"12", b"34"]), 10, &budget)
+            .await
+            .unwrap();
+        assert_eq!(budget.available_permits(), 0);
+        drop(first);
+        drop(second);
+        assert_eq!(budget.available_permits(), 10);
     }
 }
