@@ -3,19 +3,22 @@
 //! order or the number of deliveries; and `idvctl`, the operator tool.
 //!
 //! - [`incoming`] parses a delivery into an event (or a message failure),
-//! - [`transition`] is the pure state machine, [`policy`] the code table,
-//! - [`store`] applies batches of events in transactions,
+//! - [`domain`] holds the rules, without I/O: the state machine
+//!   ([`transition`]), the code table ([`policy`]), whose session it is
+//!   ([`subject_key`]), a batch planned in memory and its outbox rows,
+//! - [`store`] reads, locks and writes them, one transaction per batch,
 //! - [`consume`] is the consume loop, retries and dead-lettering,
 //! - [`app`] wires it together with the admin endpoint ([`admin`], [`metrics`]);
 //!   [`entry`] is `idv-worker`'s `main`.
 
+pub mod domain;
 pub mod incoming;
 pub mod migrate;
-pub mod policy;
 pub mod settings;
 pub mod store;
-pub mod subject_key;
-pub mod transition;
+
+// The rules' modules, also at the top where they have always been.
+pub use domain::{policy, subject_key, transition};
 
 pub mod admin;
 pub mod app;

@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 
 use deadpool_postgres::Transaction;
 
-use super::state::Locked;
-use super::{EventOutcome, Rules, StoreError, lock, plan, write};
+use super::{EventOutcome, Rules, StoreError, lock, write};
+use crate::domain::plan;
+use crate::domain::state::Locked;
 use crate::incoming::Incoming;
 
 /// Applies `batch` inside `tx`: one outcome per event, in order, or `None`

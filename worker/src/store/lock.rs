@@ -24,7 +24,7 @@ use tokio_postgres::{Error, Row};
 
 use shared::LastErrorCode;
 
-use super::state::{Counted, SessionState, SubjectState};
+use crate::domain::state::{Counted, SessionState, SubjectState};
 use crate::policy::Policy;
 use crate::transition::{OrderKey, SessionSummary, Stage};
 

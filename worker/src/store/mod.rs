@@ -6,13 +6,11 @@
 mod apply;
 mod error;
 mod lock;
-mod outbox;
-mod plan;
 mod pool;
 pub mod read;
-mod state;
 mod write;
 
+pub use crate::domain::{Applied, EventOutcome, Rules};
 pub use error::{StoreError, Unavailable, error_chain};
 pub use pool::{connect_pool, pg_config};
 
@@ -22,75 +20,6 @@ use deadpool_postgres::Pool;
 use tokio_postgres::IsolationLevel;
 
 use crate::incoming::{Incoming, MessageFailure};
-use crate::settings::Settings;
-
-/// The rules a transition follows, from the settings.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    /// `IDV_MAX_FAILED_ATTEMPTS`.
-    pub max_failed_attempts: i32,
-    /// `IDV_FETCH_VERIFIED_OUTPUTS`.
-    pub fetch_verified_outputs: bool,
-    /// `IDV_CODE_POLICY`: classifies the counted failures stored without a
-    /// class (`events.blocking_attempt` NULL: counted before migration V3),
-    /// so the policy in force decides whether they block.
-    pub policy: crate::policy::Policy,
-}
-
-impl Rules {
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self {
-            max_failed_attempts: settings.max_failed_attempts,
-            fetch_verified_outputs: settings.fetch_verified_outputs,
-            policy: settings.policy.clone(),
-        }
-    }
-}
-
-/// What happened to one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Applied {
-    /// It moved its session forward.
-    Applied,
-    /// Older than what the session had: stored, the session unchanged
-    /// (a failed submission still counts once).
-    Stale,
-    /// Its id was already in the inbox: nothing changed.
-    Duplicate,
-    /// A `redacted` event: the session's personal data was erased.
-    Redacted,
-}
-
-impl Applied {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Stale => "stale",
-            Self::Duplicate => "duplicate",
-            Self::Redacted => "redacted",
-        }
-    }
-}
-
-/// The outcome of one event, for acks, metrics and tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventOutcome {
-    pub applied: Applied,
-    /// The code of a failed submission this event counted.
-    pub counted_failure: Option<String>,
-    /// The subject entered manual review with this event.
-    pub reached_manual_review: bool,
-}
-
-impl EventOutcome {
-    fn of(applied: Applied) -> Self {
-        Self {
-            applied,
-            counted_failure: None,
-            reached_manual_review: false,
-        }
-    }
-}
 
 /// Attempts of a batch whose reads raced a concurrent transaction (see
 /// [`apply::apply_batch`]); the next attempt sees its rows. After these,

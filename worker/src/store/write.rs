@@ -9,7 +9,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Error;
 use tokio_postgres::types::ToSql;
 
-use super::plan::Plan;
+use crate::domain::plan::Plan;
 use crate::incoming::Incoming;
 
 const INSERT_EVENTS: &str = "INSERT INTO events (id, type, session_id, created, livemode, \
@@ -70,7 +70,7 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         tx.prepare_cached(REDACT[2]),
     )?;
 
-    let rows: Vec<(&Incoming, &super::state::EventRow)> = plan
+    let rows: Vec<(&Incoming, &crate::domain::state::EventRow)> = plan
         .events
         .iter()
         .filter_map(|row| batch.get(row.index).map(|event| (*event, row)))

@@ -2,9 +2,9 @@
 //! effects, without a database (the integration tests cover the SQL).
 
 use super::*;
+use crate::domain::state::Counted;
 use crate::incoming::Failure;
 use crate::policy::CodeClass;
-use crate::store::state::Counted;
 
 fn rules() -> Rules {
     Rules {

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashSet};
 use super::outbox::{self, OutboxContext, OutboxRow};
 use super::state::{Advance, Counted, EventRow, Locked, SessionState, SessionWrite, SubjectState};
 use super::{Applied, EventOutcome, Rules};
-use crate::incoming::{EventKind, Incoming};
-use crate::transition::{AttemptFacts, SessionSummary, Stage, SubjectStatus};
+use crate::incoming::{EventKind, Failure, Incoming};
+use crate::transition::{AttemptFacts, OrderKey, SessionSummary, Stage, SubjectStatus};
 
 /// What a batch writes, and each event's outcome in batch order.
 #[derive(Debug, Default)]
@@ -67,39 +67,96 @@ struct Planner<'r> {
 }
 
 impl Planner<'_> {
+    /// Applies one event to the batch's state: recorded in the inbox (or
+    /// seen as a duplicate), its session mapped to a subject, a failed
+    /// submission counted, the session moved forward if the event is
+    /// newer, and the subject's status, counters and side effects derived
+    /// again from its sessions.
     fn apply(&mut self, index: usize, event: &Incoming) -> Result<EventOutcome, PlanError> {
+        let stage = match event.kind {
+            EventKind::Redacted => return Ok(self.redact(index, event)),
+            EventKind::Lifecycle(stage) => stage,
+        };
+        let key = event.order_key();
+        let counted = event.failure.as_ref().filter(|f| f.class.counts());
+        let Some(newer) = self.record(index, event, key.as_ref(), counted) else {
+            return Ok(EventOutcome::of(Applied::Duplicate));
+        };
+        let (previous, subject_key, subject_rank) = self.map_to_subject(event);
+        let remapped = previous != subject_key;
+        if let (Some(failure), Some(key)) = (counted, &key) {
+            self.count_failure(event, key, failure);
+        }
+        match (newer, &key) {
+            (true, Some(key)) => {
+                self.advance_session(event, stage, key, &subject_key, subject_rank);
+            }
+            _ if remapped => {
+                self.session_write(&event.session_id, &subject_key, subject_rank);
+            }
+            _ => {}
+        }
+        if let (true, Some(left)) = (remapped, &previous) {
+            self.refresh(left)?;
+        }
+
+        let mut result = EventOutcome::of(if newer {
+            Applied::Applied
+        } else {
+            Applied::Stale
+        });
+        result.counted_failure = counted.map(|f| f.code.clone());
+        if let Some(subject_key) = subject_key
+            && (newer || counted.is_some() || remapped)
+        {
+            result.reached_manual_review = self.decide_subject(event, stage, newer, subject_key)?;
+        }
+        Ok(result)
+    }
+
+    /// A `redacted` event: recorded (once), the session's personal data
+    /// marked for erasure. Orthogonal to the lifecycle.
+    fn redact(&mut self, index: usize, event: &Incoming) -> EventOutcome {
+        if !self.locked.seen.insert(event.event_id.clone()) {
+            return EventOutcome::of(Applied::Duplicate);
+        }
+        self.plan.events.push(EventRow {
+            index,
+            outcome: "redacted",
+            counted: false,
+            blocking: false,
+            keep_payload: false,
+        });
+        // Erased again even if it already was (as one event at a time
+        // would): the row's `updated_at` says a redaction came.
+        self.locked
+            .sessions
+            .entry(event.session_id.clone())
+            .or_default()
+            .redacted = true;
+        if !self.plan.redacted.contains(&event.session_id) {
+            self.plan.redacted.push(event.session_id.clone());
+        }
+        EventOutcome::of(Applied::Redacted)
+    }
+
+    /// Records `event` in the inbox: `None` if its id was seen already (a
+    /// duplicate), else whether it is newer than its session's last one.
+    fn record(
+        &mut self,
+        index: usize,
+        event: &Incoming,
+        key: Option<&OrderKey>,
+        counted: Option<&Failure>,
+    ) -> Option<bool> {
         let session = self
             .locked
             .sessions
             .entry(event.session_id.clone())
             .or_default();
-        let stage = match event.kind {
-            EventKind::Redacted => {
-                if !self.locked.seen.insert(event.event_id.clone()) {
-                    return Ok(EventOutcome::of(Applied::Duplicate));
-                }
-                self.plan.events.push(EventRow {
-                    index,
-                    outcome: "redacted",
-                    counted: false,
-                    blocking: false,
-                    keep_payload: false,
-                });
-                // Erased again even if it already was (as one event at a
-                // time would): the row's `updated_at` says a redaction came.
-                session.redacted = true;
-                if !self.plan.redacted.contains(&event.session_id) {
-                    self.plan.redacted.push(event.session_id.clone());
-                }
-                return Ok(EventOutcome::of(Applied::Redacted));
-            }
-            EventKind::Lifecycle(stage) => stage,
-        };
-        let key = event.order_key();
-        let newer = key.is_some() && session.last < key;
-        let counted = event.failure.as_ref().filter(|f| f.class.counts());
+        let newer = key.is_some() && session.last.as_ref() < key;
         if !self.locked.seen.insert(event.event_id.clone()) {
-            return Ok(EventOutcome::of(Applied::Duplicate));
+            return None;
         }
         self.plan.events.push(EventRow {
             index,
@@ -108,11 +165,20 @@ impl Planner<'_> {
             blocking: counted.is_some_and(|f| f.class.blocks()),
             keep_payload: !session.redacted,
         });
+        Some(newer)
+    }
 
-        // The session belongs to the lowest (rank, key) its events name: a
-        // function of its events, whichever arrives first. A redacted copy
-        // names nobody; a session no event named stays unmapped, its counted
-        // failures waiting in the inbox for the event that names it.
+    /// The session belongs to the lowest (rank, key) its events name: a
+    /// function of its events, whichever arrives first. A redacted copy
+    /// names nobody; a session no event named stays unmapped, its counted
+    /// failures waiting in the inbox for the event that names it. Returns
+    /// the session's key before and after, and its rank.
+    fn map_to_subject(&mut self, event: &Incoming) -> (Option<String>, Option<String>, i16) {
+        let session = self
+            .locked
+            .sessions
+            .entry(event.session_id.clone())
+            .or_default();
         let previous = session.subject_key.clone();
         if let Some(named) = &event.subject_key {
             let takes_over = match &session.subject_key {
@@ -127,61 +193,69 @@ impl Planner<'_> {
                 session.subject_rank = event.subject_key_rank;
             }
         }
-        let remapped = previous != session.subject_key;
-        let subject_key = session.subject_key.clone();
-        let subject_rank = session.subject_rank;
-        if let (Some(failure), Some(key)) = (counted, &key) {
-            self.locked
-                .counted
-                .entry(event.session_id.clone())
-                .or_default()
-                .push(Counted {
-                    event_id: key.event_id.clone(),
-                    created: key.created,
-                    code: failure.code.clone(),
-                    blocking: failure.class.blocks(),
-                });
-        }
-        if let (true, Some(key)) = (newer, &key) {
-            session.last = Some(key.clone());
-            session.stage = stage;
-            session.has_error = event.failure.is_some();
-            let write = self.session_write(&event.session_id, &subject_key, subject_rank);
-            write.verified |= stage == Stage::Verified;
-            write.canceled |= stage == Stage::Canceled;
-            write.advance = Some(Advance {
-                stage,
-                code: event.failure.as_ref().map(|f| f.code.clone()),
-                reason: event.failure.as_ref().and_then(|f| f.reason.clone()),
-                key: key.clone(),
+        (previous, session.subject_key.clone(), session.subject_rank)
+    }
+
+    /// A failed submission counts once per event id, newer or not, so the
+    /// count does not depend on arrival order.
+    fn count_failure(&mut self, event: &Incoming, key: &OrderKey, failure: &Failure) {
+        self.locked
+            .counted
+            .entry(event.session_id.clone())
+            .or_default()
+            .push(Counted {
+                event_id: key.event_id.clone(),
+                created: key.created,
+                code: failure.code.clone(),
+                blocking: failure.class.blocks(),
             });
-        } else if remapped {
-            self.session_write(&event.session_id, &subject_key, subject_rank);
-        }
-        if let (true, Some(left)) = (remapped, &previous) {
-            self.refresh(left)?;
-        }
+    }
 
-        let mut result = EventOutcome::of(if newer {
-            Applied::Applied
-        } else {
-            Applied::Stale
+    /// Moves the session forward to `key`, the newest event it has seen.
+    fn advance_session(
+        &mut self,
+        event: &Incoming,
+        stage: Stage,
+        key: &OrderKey,
+        subject_key: &Option<String>,
+        subject_rank: i16,
+    ) {
+        let session = self
+            .locked
+            .sessions
+            .entry(event.session_id.clone())
+            .or_default();
+        session.last = Some(key.clone());
+        session.stage = stage;
+        session.has_error = event.failure.is_some();
+        let write = self.session_write(&event.session_id, subject_key, subject_rank);
+        write.verified |= stage == Stage::Verified;
+        write.canceled |= stage == Stage::Canceled;
+        write.advance = Some(Advance {
+            stage,
+            code: event.failure.as_ref().map(|f| f.code.clone()),
+            reason: event.failure.as_ref().and_then(|f| f.reason.clone()),
+            key: key.clone(),
         });
-        result.counted_failure = counted.map(|f| f.code.clone());
-        let Some(subject_key) = subject_key else {
-            return Ok(result);
-        };
-        if !(newer || counted.is_some() || remapped) {
-            return Ok(result);
-        }
+    }
 
+    /// Derives the subject again from its sessions and counted failures:
+    /// status, counters, the session that decided it, and the side effects
+    /// the change calls for. Returns whether it entered manual review.
+    fn decide_subject(
+        &mut self,
+        event: &Incoming,
+        stage: Stage,
+        newer: bool,
+        subject_key: String,
+    ) -> Result<bool, PlanError> {
         let summaries = self.summaries(&subject_key);
-        let subject = self
+        let mut subject = self
             .locked
             .subjects
             .get(&subject_key)
-            .ok_or(PlanError::SubjectNotLocked)?;
-        let mut subject = subject.clone();
+            .ok_or(PlanError::SubjectNotLocked)?
+            .clone();
         let before = subject.status.clone();
         self.recount(&mut subject, &summaries);
         let facts = AttemptFacts {
@@ -192,7 +266,6 @@ impl Planner<'_> {
         let (status, decided_by) = crate::transition::derive_subject(&summaries, facts);
         let reached_review =
             status == SubjectStatus::ManualReview && before != SubjectStatus::ManualReview.as_str();
-        result.reached_manual_review = reached_review;
         let context = OutboxContext {
             rules: self.rules,
             event,
@@ -222,7 +295,7 @@ impl Planner<'_> {
         subject.decided_by = decided_by;
         self.store_subject(subject_key, subject);
         tracing::debug!(subject_status = %status, "transition planned");
-        Ok(result)
+        Ok(reached_review)
     }
 
     /// Keeps `subject` as the batch's latest state of `key`, and writes it

@@ -1,0 +1,87 @@
+//! The rules, apart from storage: pure functions and plain data, no I/O.
+//! [`store`](crate::store) reads and locks rows, hands them to these rules
+//! and writes what they decide; nothing here depends on `store`.
+//!
+//! - [`transition`]: which event is newer, what a subject's status is;
+//! - [`policy`]: what each `last_error.code` means for a retry;
+//! - [`subject_key`]: whose session it is;
+//! - [`plan`] over [`state`]: a batch of events applied in memory, in
+//!   delivery order, to the locked rows, giving the rows to write;
+//! - [`outbox`]: the side effects a transition calls for.
+
+pub(crate) mod outbox;
+pub(crate) mod plan;
+pub mod policy;
+pub(crate) mod state;
+pub mod subject_key;
+pub mod transition;
+
+use crate::settings::Settings;
+
+/// The rules a transition follows, from the settings.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `IDV_MAX_FAILED_ATTEMPTS`.
+    pub max_failed_attempts: i32,
+    /// `IDV_FETCH_VERIFIED_OUTPUTS`.
+    pub fetch_verified_outputs: bool,
+    /// `IDV_CODE_POLICY`: classifies the counted failures stored without a
+    /// class (`events.blocking_attempt` NULL: counted before migration V3),
+    /// so the policy in force decides whether they block.
+    pub policy: crate::policy::Policy,
+}
+
+impl Rules {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            max_failed_attempts: settings.max_failed_attempts,
+            fetch_verified_outputs: settings.fetch_verified_outputs,
+            policy: settings.policy.clone(),
+        }
+    }
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Applied {
+    /// It moved its session forward.
+    Applied,
+    /// Older than what the session had: stored, the session unchanged
+    /// (a failed submission still counts once).
+    Stale,
+    /// Its id was already in the inbox: nothing changed.
+    Duplicate,
+    /// A `redacted` event: the session's personal data was erased.
+    Redacted,
+}
+
+impl Applied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Stale => "stale",
+            Self::Duplicate => "duplicate",
+            Self::Redacted => "redacted",
+        }
+    }
+}
+
+/// The outcome of one event, for acks, metrics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOutcome {
+    pub applied: Applied,
+    /// The code of a failed submission this event counted.
+    pub counted_failure: Option<String>,
+    /// The subject entered manual review with this event.
+    pub reached_manual_review: bool,
+}
+
+impl EventOutcome {
+    fn of(applied: Applied) -> Self {
+        Self {
+            applied,
+            counted_failure: None,
+            reached_manual_review: false,
+        }
+    }
+}
