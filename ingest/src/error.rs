@@ -63,6 +63,41 @@ impl ResponseError for WebhookError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "1"));
         }
+        // A refused request ends its connection: actix times only a
+        // connection's first head, and drains an unread chunked body with
+        // no timer, so a client that was refused (most likely one that
+        // cannot sign) must not get to send another head or keep sending.
+        // An overloaded refusal leaves its body unread too.
+        if status.is_client_error() || matches!(self, Self::Overloaded) {
+            response.force_close();
+        }
         response.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_close_the_connection_and_broker_trouble_does_not() {
+        for error in [
+            WebhookError::BodyRead,
+            WebhookError::TooLarge { limit: 1 },
+            WebhookError::BodyTimeout(std::time::Duration::from_secs(1)),
+            WebhookError::Signature(SignatureError::MalformedHeader),
+            WebhookError::Overloaded,
+        ] {
+            let response = error.error_response();
+            assert!(
+                !response.head().keep_alive(),
+                "{error:?} keeps the connection"
+            );
+        }
+        let overloaded = WebhookError::Overloaded.error_response();
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(overloaded.headers().get("Retry-After").unwrap(), "1");
+        let unavailable = WebhookError::Unavailable(PublishError::Unavailable).error_response();
+        assert!(unavailable.head().keep_alive());
     }
 }

@@ -203,6 +203,34 @@ impl RawConnection {
     }
 }
 
+impl RawConnection {
+    /// Whether ingest closes the connection within `deadline` (a read
+    /// returns 0, or fails on a reset), discarding whatever else it sends.
+    /// With `trickle`, sends it as one chunk of a chunked body every
+    /// 100 ms meanwhile, ignoring write errors.
+    pub async fn closed_within(&mut self, deadline: Duration, trickle: Option<&[u8]>) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut buffer = [0_u8; 4096];
+        loop {
+            tokio::select! {
+                read = self.stream.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                },
+                () = tokio::time::sleep_until(until) => return false,
+                () = tokio::time::sleep(Duration::from_millis(100)), if trickle.is_some() => {
+                    if let Some(data) = trickle {
+                        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+                        chunk.extend_from_slice(data);
+                        chunk.extend_from_slice(b"\r\n");
+                        let _ = self.stream.write_all(&chunk).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Status and body of a complete HTTP/1.1 response with a `Content-Length`.
 fn parse_response(received: &[u8]) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(received);

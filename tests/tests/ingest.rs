@@ -961,6 +961,58 @@ async fn an_unauthenticated_request_is_400_before_its_body_is_sent() {
     assert_only_published(&broker, &event).await;
 }
 
+/// actix times only a connection's first head: a refused client kept on
+/// could send another head at its leisure. And an unread chunked body is
+/// drained with no timer. A refusal closes the connection instead.
+#[tokio::test]
+async fn a_refused_request_closes_its_connection() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let stale = format!("t={},v1={}", now_unix() - 3600, "0".repeat(64));
+
+    // A stale head with no body: answered, then the connection closed.
+    let mut connection = ingest.raw_connection().await;
+    connection
+        .send_head(&[("Stripe-Signature", &stale), ("Content-Length", "0")])
+        .await;
+    let (status, body) = connection
+        .response(DEADLINE)
+        .await
+        .expect("an answer to the head");
+    assert_eq!(status, 400, "{body}");
+    // Well under actix's 5 s keep-alive, which would close it anyway.
+    assert!(
+        connection.closed_within(Duration::from_secs(3), None).await,
+        "the connection was kept open after a 400"
+    );
+
+    // A stale head with a chunked body that keeps trickling: closed too,
+    // not drained for as long as the chunks come.
+    let mut connection = ingest.raw_connection().await;
+    connection
+        .send_head(&[
+            ("Stripe-Signature", &stale),
+            ("Transfer-Encoding", "chunked"),
+        ])
+        .await;
+    connection.send_chunk(&[b'x'; 512]).await;
+    let (status, body) = connection
+        .response(DEADLINE)
+        .await
+        .expect("an answer to the head");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        connection
+            .closed_within(Duration::from_secs(5), Some(&[b'x'; 512]))
+            .await,
+        "a refused chunked body was drained for as long as it trickled"
+    );
+
+    let event = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(event.clone()).await.status(), 200);
+    assert_only_published(&broker, &event).await;
+}
+
 /// The soft limit on open files of this process, from `/proc/self/limits`.
 fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;

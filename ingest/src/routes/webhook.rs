@@ -3,11 +3,14 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::header::{CONTENT_LENGTH, ContentType, HeaderMap};
 use actix_web::web::{self, Bytes, BytesMut};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::{Stream, StreamExt};
 use shared::EventEnvelope;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
@@ -29,15 +32,15 @@ const MAX_PREALLOCATED_BODY: usize = 32 * 1024;
 
 pub async fn webhook(
     request: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, WebhookError> {
+) -> HttpResponse {
     let metrics = &state.metrics;
     let in_flight = InFlight::enter(&metrics.in_flight);
     let request_id = request_id(request.headers());
     let span =
         tracing::info_span!("webhook", request_id = %request_id, event_id = tracing::field::Empty);
-    let result = receive(&request, payload, &state, &request_id)
+    let result = receive(&request, &mut payload, &state, &request_id)
         .instrument(span.clone())
         .await;
     drop(in_flight);
@@ -65,12 +68,57 @@ pub async fn webhook(
             }
         }
     }
-    result
+    match result {
+        Ok(response) => response,
+        Err(error) => {
+            let response = error.error_response();
+            if response.head().keep_alive() {
+                response
+            } else {
+                holding(response, payload)
+            }
+        }
+    }
+}
+
+/// `response` with the request's `payload` kept alive until its body is
+/// written. actix-http drains a chunked body whose payload was dropped for
+/// as long as chunks come, with no timer, whatever the response says; a
+/// payload still unread when the answer is written makes it close the
+/// connection instead (after the client disconnect timeout).
+fn holding(response: HttpResponse, payload: web::Payload) -> HttpResponse {
+    response
+        .map_body(|_, body| HoldingPayload {
+            body,
+            _payload: payload,
+        })
+        .map_into_boxed_body()
+}
+
+/// A response body that owns the request's payload until it is dropped.
+struct HoldingPayload {
+    body: BoxBody,
+    _payload: web::Payload,
+}
+
+impl MessageBody for HoldingPayload {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }
 
 async fn receive(
     request: &HttpRequest,
-    payload: web::Payload,
+    payload: &mut web::Payload,
     state: &AppState,
     request_id: &str,
 ) -> Result<HttpResponse, WebhookError> {
