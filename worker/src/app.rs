@@ -99,9 +99,14 @@ impl Application {
 
 /// Declares the topology once at start, so a wrong `AMQP_URL` fails fast.
 async fn declare_topology(settings: &Settings) -> anyhow::Result<()> {
-    shared::topology::declare_at(settings.amqp_url.expose_secret(), &settings.topology)
-        .await
-        .context("connecting to the broker (AMQP_URL) and declaring the AMQP topology")
+    let timeout = crate::consume::OPEN_TIMEOUT;
+    let declare =
+        shared::topology::declare_at(settings.amqp_url.expose_secret(), &settings.topology);
+    let declared = match tokio::time::timeout(timeout, declare).await {
+        Ok(declared) => declared.map_err(anyhow::Error::from),
+        Err(_) => Err(anyhow::anyhow!("no answer within {timeout:?}")),
+    };
+    declared.context("connecting to the broker (AMQP_URL) and declaring the AMQP topology")
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

@@ -304,3 +304,30 @@ async fn a_setting_that_is_not_utf8_is_refused_not_replaced_by_its_default() {
     let output = finish(&mut command).await;
     assert_names(&output, 2, "invalid WORKER_CONSUMERS");
 }
+
+#[tokio::test]
+async fn a_broker_that_never_answers_at_start_exits_1_within_the_open_bound() {
+    // Accepts AMQP connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let amqp = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let output = finish(&mut worker(
+        &reachable_database(),
+        &TestPrefix::new(),
+        &[("AMQP_URL", &amqp)],
+    ))
+    .await;
+    holder.abort();
+    assert_names(&output, 1, "AMQP_URL");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "gave up within the open bound, not the test's deadline: {:?}",
+        started.elapsed()
+    );
+}

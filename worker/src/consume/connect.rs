@@ -7,6 +7,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use secrecy::ExposeSecret;
 
+use super::LinkError;
 use crate::settings::Settings;
 
 /// An open connection with its channels and consumer.
@@ -19,8 +20,22 @@ pub struct Link {
     pub consumer: Consumer,
 }
 
-/// Connects, declares the topology and starts consuming `idv.events`.
-pub async fn open(settings: &Settings, consumer_tag: &str) -> Result<Link, lapin::Error> {
+/// Bound on connecting, opening the channels, declaring and starting to
+/// consume: a peer that accepts TCP and never completes the handshake
+/// would otherwise hold the open forever (lapin has no handshake timeout).
+/// The same bound as ingest's.
+pub const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects, declares the topology and starts consuming `idv.events`,
+/// within [`OPEN_TIMEOUT`].
+pub async fn open(settings: &Settings, consumer_tag: &str) -> Result<Link, LinkError> {
+    tokio::time::timeout(OPEN_TIMEOUT, open_unbounded(settings, consumer_tag))
+        .await
+        .map_err(|_| LinkError::OpenTimeout(OPEN_TIMEOUT))?
+        .map_err(LinkError::from)
+}
+
+async fn open_unbounded(settings: &Settings, consumer_tag: &str) -> Result<Link, lapin::Error> {
     let connection = Connection::connect(
         settings.amqp_url.expose_secret(),
         ConnectionProperties::default(),

@@ -15,6 +15,9 @@ pub enum LinkError {
     /// A deferred delivery's copy was not taken by the broker.
     #[error("the broker did not accept a deferred delivery")]
     DeferNotConfirmed,
+    /// The broker did not complete opening the link in time.
+    #[error("the broker did not complete the connection within {0:?}")]
+    OpenTimeout(std::time::Duration),
     /// The broker ended the consumer (queue deleted, node going down).
     #[error("the broker cancelled the consumer")]
     ConsumerCancelled,

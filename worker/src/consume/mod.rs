@@ -26,6 +26,7 @@ use crate::settings::Settings;
 use crate::store::Store;
 
 pub use batch::now_ms;
+pub use connect::OPEN_TIMEOUT;
 pub use error::LinkError;
 
 /// What every consumer shares.
