@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod ingest_app;
 pub mod proxy;
 pub mod wait;
+pub mod worker_world;
 
 /// Where the tests find RabbitMQ (`IDV_TEST_AMQP_URL`).
 pub fn amqp_url() -> String {

@@ -3,9 +3,6 @@
 //! however often Stripe delivers them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
@@ -13,10 +10,10 @@ use idv_tests::database::TestDatabase;
 use idv_tests::fixtures::{EVENT_FIXTURES, fixture};
 use idv_tests::ingest_app::TestIngest;
 use idv_tests::wait::eventually;
-use rand::seq::SliceRandom;
-use support::{
+use idv_tests::worker_world::{
     FAST_RETRIES, RunningWorker, assert_no_message_failed, event_count, migrate, settings,
 };
+use rand::seq::SliceRandom;
 use worker::store::read;
 
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -4,17 +4,14 @@
 //! retries; shutdown finishes and acks the work in hand.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failure should stop the test loudly
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::fixtures::{EVENT_FIXTURES, fixture};
 use idv_tests::wait::eventually;
+use idv_tests::worker_world::*;
 use lapin::types::AMQPValue;
-use support::*;
 use worker::store::read;
 
 const DEADLINE: Duration = Duration::from_secs(20);

@@ -3,16 +3,13 @@
 //! lost; when it comes back everything is processed without a restart.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failure should stop the test loudly
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::proxy::TcpProxy;
 use idv_tests::wait::eventually;
-use support::*;
+use idv_tests::worker_world::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -7,15 +7,12 @@
 //! those of everyone hashed with it) and the other lanes sat idle.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::wait::eventually;
-use support::*;
+use idv_tests::worker_world::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const PROCESSING: &str = "identity.verification_session.processing";

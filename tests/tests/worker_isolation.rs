@@ -7,14 +7,11 @@
 //! subject from a snapshot taken before the wait.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failure should stop the test loudly
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use idv_tests::database::TestDatabase;
+use idv_tests::worker_world::*;
 use rand::seq::SliceRandom;
-use support::*;
 
 /// People with several sessions each, every session failing and
 /// resubmitting, some verifying: many transactions per subject row.
@@ -116,7 +113,7 @@ async fn concurrent_batches_on_a_repeatable_read_database_give_the_sequential_re
     );
 
     let reference_db = TestDatabase::new().await;
-    let reference_settings = support::settings(None, &reference_db, &[]);
+    let reference_settings = idv_tests::worker_world::settings(None, &reference_db, &[]);
     let reference = store(&reference_settings).await;
     apply_each(&reference, &reference_settings, &distinct).await;
     let client = db.client().await;

@@ -11,16 +11,13 @@
 //! the child is told to abort right after a commit, before its acks.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::wait::eventually;
-use support::*;
+use idv_tests::worker_world::*;
 
 const CHILD: &str = "IDV_WORKER_CHILD";
 

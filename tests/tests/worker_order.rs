@@ -9,14 +9,11 @@
 //! key), so batches hold events naming different keys for one session.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use idv_tests::database::TestDatabase;
+use idv_tests::worker_world::*;
 use proptest::prelude::*;
-use support::*;
 use worker::store::Store;
 
 /// What a generated event does.
@@ -236,7 +233,7 @@ fn world() -> World {
         .unwrap();
     let (a, b) = runtime.block_on(async { (TestDatabase::new().await, TestDatabase::new().await) });
     let settings = settings(None, &a, &[]);
-    let settings_b = support::settings(None, &b, &[]);
+    let settings_b = idv_tests::worker_world::settings(None, &b, &[]);
     let (sequential, shuffled, clients) = runtime.block_on(async {
         (
             store(&settings).await,

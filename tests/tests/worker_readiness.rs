@@ -4,17 +4,14 @@
 //! worker whose every lane waits on a row lock is still ready.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::proxy::TcpProxy;
 use idv_tests::wait::eventually;
+use idv_tests::worker_world::*;
 use serde_json::Value;
-use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

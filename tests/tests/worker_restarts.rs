@@ -21,9 +21,6 @@
 //! running [`worker::entry::main`], all that `idv-worker`'s `main` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +29,7 @@ use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::proxy::TcpProxy;
 use idv_tests::wait::eventually;
-use support::*;
+use idv_tests::worker_world::*;
 
 const CHILD: &str = "IDV_WORKER_CHILD";
 const DEADLINE: Duration = Duration::from_secs(60);

@@ -5,16 +5,13 @@
 //! applied once and each side effect written once.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failure should stop the test loudly
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::wait::eventually;
+use idv_tests::worker_world::*;
 use rand::seq::SliceRandom;
-use support::*;
 
 /// Also the `fetch_verified_outputs` rows, so every kind is compared.
 const FETCH_OUTPUTS: (&str, &str) = ("IDV_FETCH_VERIFIED_OUTPUTS", "true");

@@ -3,13 +3,10 @@
 //! `last_error.code` family, the attempt limit, duplicates and redaction.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a failure should stop the test loudly
 
-#[path = "worker_support/mod.rs"]
-mod support;
-
 use idv_tests::database::TestDatabase;
 use idv_tests::fixtures::fixture;
+use idv_tests::worker_world::*;
 use shared::LastErrorCode;
-use support::*;
 use worker::store::{Applied, read};
 
 async fn outbox_kinds(client: &tokio_postgres::Client, subject: &str) -> Vec<String> {

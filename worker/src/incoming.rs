@@ -8,7 +8,6 @@ use crate::policy::CodeClass;
 use crate::settings::Settings;
 use crate::transition::{OrderKey, Stage};
 
-#[path = "parse_reason.rs"]
 mod parse_reason;
 pub use parse_reason::ParseReason;
 
@@ -246,5 +245,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "incoming_reason_tests.rs"]
 mod reason_tests;

@@ -1,10 +1,11 @@
-//! Helpers shared by the `worker_*` tests: settings for an isolated broker
-//! prefix and database, a migrated store, and Identity events to feed it.
-#![allow(dead_code)] // each test binary uses a different subset
-#![allow(clippy::expect_used)] // test support: a failed set-up should stop the test loudly
+//! The worker's test world, shared by every worker and pipeline test:
+//! settings for an isolated broker prefix and database, a migrated store, a
+//! running worker, Identity events to feed it, and what the tests assert
+//! with (the record, the queues settled, no message failed).
+#![allow(clippy::unwrap_used)] // test support: a failed step should stop the test loudly
 
-use idv_tests::broker::TestBroker;
-use idv_tests::database::TestDatabase;
+use crate::broker::TestBroker;
+use crate::database::TestDatabase;
 use serde_json::{Value, json};
 use shared::config::Env;
 use worker::incoming::{self, Incoming};
@@ -103,7 +104,7 @@ pub fn session(id: &str, status: &str, user: Option<&str>, code: Option<&str>) -
 
 /// An `identity.verification_session.<kind>` event body.
 pub fn event(id: &str, kind: &str, created: i64, session_json: Value) -> Vec<u8> {
-    idv_tests::fixtures::session_event(
+    crate::fixtures::session_event(
         id,
         &format!("identity.verification_session.{kind}"),
         created,
@@ -123,7 +124,7 @@ pub fn failed(id: &str, session_id: &str, user: &str, created: i64, code: &str) 
 
 /// A unique suffix for ids, so tests sharing a database never collide.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", idv_tests::unique_suffix())
+    format!("{prefix}{}", crate::unique_suffix())
 }
 
 /// One column of one row, as JSON text, for assertions.
@@ -138,6 +139,7 @@ pub async fn query_json(client: &tokio_postgres::Client, sql: &str, key: &str) -
 const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A worker running in this process.
+#[derive(Debug)]
 pub struct RunningWorker {
     pub admin_port: u16,
     pub metrics: std::sync::Arc<worker::metrics::Metrics>,
