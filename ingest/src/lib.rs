@@ -11,4 +11,4 @@ pub mod settings;
 pub mod startup;
 
 pub use settings::Settings;
-pub use startup::{Application, shutdown_signal};
+pub use startup::Application;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ingest::{Application, Settings, shutdown_signal};
+use ingest::{Application, Settings};
 use shared::config::Env;
 use shared::telemetry::{self, LogFormat};
 
@@ -19,23 +19,37 @@ async fn main() -> ExitCode {
     let settings = match settings {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("idv-ingest: {error}");
+            say(format_args!("{error}"));
             return ExitCode::from(2);
         }
     };
-    let result = async {
-        Application::build(settings)
-            .await?
-            .run_until_stopped(shutdown_signal())
-            .await
-    }
-    .await;
+    // Listening from here on: a signal during start-up (while the broker is
+    // still being reached) stops it cleanly instead of killing it.
+    let mut stop = std::pin::pin!(shared::signals::stop_requested());
+    let built = tokio::select! {
+        built = Application::build(settings) => built,
+        () = &mut stop => {
+            tracing::info!("stopped during start-up");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let result = match built {
+        Ok(application) => application.run_until_stopped(stop).await,
+        Err(error) => Err(error),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = ?error, "idv-ingest failed");
-            eprintln!("idv-ingest: {error:#}");
+            say(format_args!("{error:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line on stderr. A closed stderr is no reason to panic (and exit 101
+/// instead of the code the line explains).
+fn say(message: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "idv-ingest: {message}");
 }

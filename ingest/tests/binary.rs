@@ -81,15 +81,18 @@ async fn sigterm_stops_it_cleanly() {
     let amqp_url = std::env::var("IDV_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     // Named like the tests crate's, so deploy/clean-test-debris.sh finds it.
+    // The one run-tag rule: lowercase letters and digits, the first 16.
     let tag: String = std::env::var("IDV_TEST_RUN")
         .unwrap_or_default()
+        .to_ascii_lowercase()
         .chars()
-        .filter(char::is_ascii_alphanumeric)
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(16)
         .collect();
     let tag = if tag.is_empty() {
         "local".to_owned()
     } else {
-        tag.to_ascii_lowercase()
+        tag
     };
     let prefix = format!("test-{tag}-bin{}.", std::process::id());
     let mut child = ingest()
@@ -218,15 +221,18 @@ async fn no_payload_reaches_the_log_even_at_trace() {
 
     let amqp_url = std::env::var("IDV_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    // The one run-tag rule: lowercase letters and digits, the first 16.
     let tag: String = std::env::var("IDV_TEST_RUN")
         .unwrap_or_default()
+        .to_ascii_lowercase()
         .chars()
-        .filter(char::is_ascii_alphanumeric)
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(16)
         .collect();
     let tag = if tag.is_empty() {
         "local".to_owned()
     } else {
-        tag.to_ascii_lowercase()
+        tag
     };
     let prefix = format!("test-{tag}-log{}.", std::process::id());
     let topology = Topology::new(&prefix).unwrap();
@@ -346,4 +352,35 @@ async fn no_payload_reaches_the_log_even_at_trace() {
             .find(|line| line.contains(marker) || line.contains(bytes));
         assert!(line.is_none(), "{marker} logged: {line:?}");
     }
+}
+
+#[tokio::test]
+async fn sigterm_during_start_up_stops_it_with_exit_0() {
+    // A "broker" that accepts connections and never says a word: start-up
+    // waits on it (up to its open bound).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let amqp_url = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let child = ingest()
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
+        .env("AMQP_URL", &amqp_url)
+        .spawn()
+        .unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(30), silent.accept())
+        .await
+        .expect("idv-ingest connects during its start-up")
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("idv-ingest stops at once, not after its open bound")
+        .unwrap();
+    drop(held);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped during start-up"), "{stderr}");
 }

@@ -5,8 +5,8 @@
 //! the message envelope: header names and properties ([`envelope`]),
 //! webhook signature verification and test signing ([`signature`]),
 //! configuration helpers that name the variable at fault ([`config`]), the
-//! AMQP names and queue arguments ([`topology`]) and logging set-up
-//! ([`telemetry`]).
+//! AMQP names and queue arguments ([`topology`]), logging set-up
+//! ([`telemetry`]) and stopping on a signal ([`signals`]).
 //!
 //! The crate builds without a broker client; the `amqp` feature adds the
 //! lapin code that declares the topology.
@@ -15,6 +15,7 @@ pub mod config;
 pub mod envelope;
 pub mod event;
 pub mod session;
+pub mod signals;
 pub mod signature;
 pub mod telemetry;
 pub mod topology;

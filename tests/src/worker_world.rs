@@ -150,13 +150,13 @@ pub struct RunningWorker {
 impl RunningWorker {
     /// Builds and starts a worker with `settings`.
     pub async fn start(settings: Settings) -> Self {
-        let app = worker::app::Application::build(settings)
+        let app = worker::startup::Application::build(settings)
             .await
             .expect("the worker builds");
         let admin_port = app.admin_port();
         let metrics = app.metrics();
-        let token = app.shutdown_token();
-        let handle = tokio::spawn(app.run_until_stopped());
+        let token = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(app.run_until_stopped(token.clone().cancelled_owned()));
         Self {
             admin_port,
             metrics,

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use shared::config::Env;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{Application, cancel_on_signal};
 use crate::settings::Settings;
+use crate::startup::Application;
 
 /// A line on stderr for the operator. A closed stderr is no reason to
 /// panic (and exit 101 instead of the code the line explains).
@@ -47,7 +47,12 @@ async fn run(settings: Settings) -> ExitCode {
     // PostgreSQL or the broker is still being reached stops the worker
     // cleanly (exit 0) instead of killing it.
     let stop = CancellationToken::new();
-    listen_for_signals(stop.clone());
+    let requested = shared::signals::stop_requested();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        requested.await;
+        on_signal.cancel();
+    });
     let built = tokio::select! {
         built = Application::build(settings) => built,
         () = stop.cancelled() => {
@@ -63,12 +68,7 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = application.shutdown_token();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        shutdown.cancel();
-    });
-    match application.run_until_stopped().await {
+    match application.run_until_stopped(stop.cancelled_owned()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "worker failed");
@@ -76,27 +76,4 @@ async fn run(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Cancels `token` on SIGTERM or SIGINT, the handlers installed before
-/// this returns.
-fn listen_for_signals(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut term), Ok(mut interrupt)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = interrupt.recv() => {}
-                }
-                token.cancel();
-            });
-            return;
-        }
-    }
-    tokio::spawn(cancel_on_signal(token));
 }

@@ -8,7 +8,7 @@
 //!   ([`subject_key`]), a batch planned in memory and its outbox rows,
 //! - [`store`] reads, locks and writes them, one transaction per batch,
 //! - [`consume`] is the consume loop, retries and dead-lettering,
-//! - [`app`] wires it together with the admin endpoint ([`admin`], [`metrics`]);
+//! - [`startup`] wires it together with the admin endpoint ([`admin`], [`metrics`]);
 //!   [`entry`] is `idv-worker`'s `main`.
 
 pub mod domain;
@@ -21,10 +21,10 @@ pub mod store;
 pub use domain::{policy, subject_key, transition};
 
 pub mod admin;
-pub mod app;
 pub mod consume;
 pub mod ctl;
 pub mod entry;
 pub mod fail_point;
 pub mod health;
 pub mod metrics;
+pub mod startup;

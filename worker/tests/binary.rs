@@ -240,7 +240,7 @@ async fn stops_on(signal: &str) {
     let (code, stderr) = started.signal_and_wait(signal).await;
     assert_eq!(code, Some(0), "SIG{signal}: {stderr}");
     assert!(
-        stderr.contains("worker::app: stopped"),
+        stderr.contains("worker::startup: stopped"),
         "logged its stop: {stderr}"
     );
 }

@@ -32,9 +32,9 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use shared::config::Env;
 use tokio_postgres::NoTls;
-use worker::app::Application;
 use worker::consume::now_ms;
 use worker::settings::Settings;
+use worker::startup::Application;
 
 const CEILING_CONNECTIONS: usize = 16;
 const CEILING_SECONDS: u64 = 8;
@@ -228,8 +228,9 @@ async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::
     let mut running = Vec::new();
     for _ in 0..workers {
         let app = Application::build(settings.clone()).await?;
-        let token = app.shutdown_token();
-        running.push((token, tokio::spawn(app.run_until_stopped())));
+        let token = tokio_util::sync::CancellationToken::new();
+        let run = app.run_until_stopped(token.clone().cancelled_owned());
+        running.push((token, tokio::spawn(run)));
     }
     let events = stream(count);
     let client = connect(&db.url).await?;

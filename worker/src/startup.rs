@@ -64,18 +64,22 @@ impl Application {
         self.admin.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Cancel it to stop the worker gracefully.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.context.shutdown.clone()
-    }
-
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.context.metrics)
     }
 
-    /// Consumes until the shutdown token is cancelled, then finishes the
-    /// batches in hand, closes the broker links and the admin listener.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+    /// Consumes until `stop` resolves (a signal, or a test's token), then
+    /// finishes the batches in hand, closes the broker links and the admin
+    /// listener. The same run API as ingest's.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.context.shutdown.clone();
+        tokio::spawn(async move {
+            stop.await;
+            shutdown.cancel();
+        });
         let ctx = self.context;
         let readiness = Readiness::new(Arc::clone(&ctx.health), self.readiness_pool);
         let server = crate::admin::serve(self.admin, Arc::new(readiness), Arc::clone(&ctx.metrics))
@@ -107,26 +111,4 @@ async fn declare_topology(settings: &Settings) -> anyhow::Result<()> {
         Err(_) => Err(anyhow::anyhow!("no answer within {timeout:?}")),
     };
     declared.context("connecting to the broker (AMQP_URL) and declaring the AMQP topology")
-}
-
-/// Cancels `token` on SIGTERM or SIGINT.
-pub async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = ctrl_c.await;
-            token.cancel();
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    token.cancel();
 }
