@@ -433,3 +433,20 @@ pub async fn waiting_on_a_lock(client: &tokio_postgres::Client, db: &TestDatabas
         .unwrap()
         .get(0)
 }
+
+/// Set on a test binary re-run as a child worker process (the kill and
+/// restart tests): its `child_worker_process` test then runs a worker.
+pub const CHILD: &str = "IDV_WORKER_CHILD";
+
+/// In a test binary re-run with [`CHILD`] set, runs [`worker::entry::main`]
+/// (all that `idv-worker`'s `main` does) and exits with its code;
+/// otherwise returns at once.
+pub fn run_as_child_worker_if_asked() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    std::process::exit(match worker::entry::main() {
+        code if code == std::process::ExitCode::SUCCESS => 0,
+        _ => 1,
+    });
+}

@@ -19,18 +19,10 @@ use idv_tests::database::TestDatabase;
 use idv_tests::wait::eventually;
 use idv_tests::worker_world::*;
 
-const CHILD: &str = "IDV_WORKER_CHILD";
-
 /// Runs a worker as `idv-worker` does when started as the child; a no-op otherwise.
 #[test]
 fn child_worker_process() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
-    std::process::exit(match worker::entry::main() {
-        code if code == std::process::ExitCode::SUCCESS => 0,
-        _ => 1,
-    });
+    run_as_child_worker_if_asked();
 }
 
 #[tokio::test]

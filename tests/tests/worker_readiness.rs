@@ -20,8 +20,10 @@ async fn readyz(worker: &RunningWorker) -> (u16, Value) {
     (status, serde_json::from_str(&body).expect("JSON"))
 }
 
-#[tokio::test]
-async fn an_idle_worker_is_not_ready_while_its_database_is_away() {
+/// An idle worker whose PostgreSQL is reached through a proxy the test
+/// controls, once it says ready (the broker and database are kept alive by
+/// the caller holding them).
+async fn ready_worker_behind_a_proxy() -> (TestBroker, TestDatabase, TcpProxy, RunningWorker) {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
     migrate(&settings(Some(&broker), &db, &[])).await;
     let proxy = TcpProxy::start(db.server_addr()).await;
@@ -36,6 +38,12 @@ async fn an_idle_worker_is_not_ready_while_its_database_is_away() {
         readyz(&worker).await.0 == 200
     })
     .await;
+    (broker, db, proxy, worker)
+}
+
+#[tokio::test]
+async fn an_idle_worker_is_not_ready_while_its_database_is_away() {
+    let (_broker, _db, proxy, worker) = ready_worker_behind_a_proxy().await;
 
     proxy.cut();
     eventually(DEADLINE, "/readyz 503 with the database away", || async {
@@ -60,20 +68,7 @@ async fn an_idle_worker_is_not_ready_while_its_database_is_away() {
 
 #[tokio::test]
 async fn a_hung_database_is_not_ready_and_each_scrape_answers_promptly() {
-    let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
-    migrate(&settings(Some(&broker), &db, &[])).await;
-    let proxy = TcpProxy::start(db.server_addr()).await;
-    let via_proxy = db.url_via(proxy.addr());
-    let worker = RunningWorker::start(settings(
-        Some(&broker),
-        &db,
-        &[("DATABASE_URL", via_proxy.as_str())],
-    ))
-    .await;
-    eventually(DEADLINE, "/readyz 200 once consuming", || async {
-        readyz(&worker).await.0 == 200
-    })
-    .await;
+    let (_broker, _db, proxy, worker) = ready_worker_behind_a_proxy().await;
 
     // PostgreSQL takes the bytes and never answers.
     proxy.freeze();

@@ -31,7 +31,6 @@ use idv_tests::proxy::TcpProxy;
 use idv_tests::wait::eventually;
 use idv_tests::worker_world::*;
 
-const CHILD: &str = "IDV_WORKER_CHILD";
 const DEADLINE: Duration = Duration::from_secs(60);
 /// More restarts than `x-delivery-limit` allows returns.
 const RESTARTS: usize = 25;
@@ -41,13 +40,7 @@ const NOT_CONSUMING: &str = "not consuming until it answers";
 /// Runs a worker as `idv-worker` does when started as the child; a no-op otherwise.
 #[test]
 fn child_worker_process() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
-    std::process::exit(match worker::entry::main() {
-        code if code == std::process::ExitCode::SUCCESS => 0,
-        _ => 1,
-    });
+    run_as_child_worker_if_asked();
 }
 
 /// A child worker process, its stderr collected as it runs.
