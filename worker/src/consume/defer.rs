@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicPublishOptions};
+use lapin::options::BasicAckOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, message::Delivery};
 use shared::envelope::{DEFERRALS as DEFERRALS_HEADER, header_int};
@@ -62,20 +62,7 @@ pub async fn defer(
         .with_headers(table)
         .with_expiration(expiration.as_millis().to_string().into());
     let queue = topology.retry_queue(queue_delay);
-    let confirmation = publisher
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,  // a missing queue is an error, not a silent drop
-                immediate: false, // not supported by RabbitMQ
-            },
-            &delivery.data,
-            properties,
-        )
-        .await?
-        .await?;
-    if !confirmation.is_ack() || confirmation.take_message().is_some() {
+    if !super::failure::publish_copy(publisher, "", &queue, delivery, properties).await? {
         return Err(LinkError::DeferNotConfirmed);
     }
     delivery

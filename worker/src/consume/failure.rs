@@ -84,10 +84,28 @@ pub async fn forward(
             Disposition::DeadLettered { attempts },
         ),
     };
+    if publish_copy(publisher, &exchange, &routing_key, delivery, properties).await? {
+        Ok(disposition)
+    } else {
+        Err(ForwardError::NotConfirmed)
+    }
+}
+
+/// Publishes a copy of `delivery`'s body with `properties` and waits for
+/// the broker: `true` once it is acked and was not returned (a missing
+/// queue is an error, not a silent drop). The caller acks the original
+/// only then.
+pub(super) async fn publish_copy(
+    publisher: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    delivery: &Delivery,
+    properties: lapin::BasicProperties,
+) -> Result<bool, lapin::Error> {
     let confirmation = publisher
         .basic_publish(
-            exchange.as_str().into(),
-            routing_key.as_str().into(),
+            exchange.into(),
+            routing_key.into(),
             BasicPublishOptions {
                 mandatory: true,  // a missing queue is an error, not a silent drop
                 immediate: false, // not supported by RabbitMQ
@@ -97,11 +115,5 @@ pub async fn forward(
         )
         .await?
         .await?;
-    let acked = confirmation.is_ack();
-    let returned = confirmation.take_message().is_some();
-    if acked && !returned {
-        Ok(disposition)
-    } else {
-        Err(ForwardError::NotConfirmed)
-    }
+    Ok(confirmation.is_ack() && confirmation.take_message().is_none())
 }
