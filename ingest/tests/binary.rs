@@ -76,12 +76,16 @@ async fn an_unreachable_broker_stops_it_at_start() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_stops_it_cleanly() {
-    let amqp_url = std::env::var("IDV_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    // Named like the tests crate's, so deploy/clean-test-debris.sh finds it.
-    // The one run-tag rule: lowercase letters and digits, the first 16.
+/// The tests' RabbitMQ (`IDV_TEST_AMQP_URL`).
+fn test_amqp_url() -> String {
+    std::env::var("IDV_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// An `AMQP_PREFIX` named like the tests crate's, `test-TAG-…`, so that
+/// `deploy/clean-test-debris.sh TAG` finds it (the one run-tag rule:
+/// lowercase letters and digits, the first 16).
+fn test_prefix(what: &str) -> String {
     let tag: String = std::env::var("IDV_TEST_RUN")
         .unwrap_or_default()
         .to_ascii_lowercase()
@@ -94,7 +98,13 @@ async fn sigterm_stops_it_cleanly() {
     } else {
         tag
     };
-    let prefix = format!("test-{tag}-bin{}.", std::process::id());
+    format!("test-{tag}-{what}{}.", std::process::id())
+}
+
+#[tokio::test]
+async fn sigterm_stops_it_cleanly() {
+    let amqp_url = test_amqp_url();
+    let prefix = test_prefix("bin");
     let mut child = ingest()
         .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
         .env("AMQP_URL", &amqp_url)
@@ -219,22 +229,8 @@ async fn no_payload_reaches_the_log_even_at_trace() {
 
     use lapin::options::QueueDeleteOptions;
 
-    let amqp_url = std::env::var("IDV_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    // The one run-tag rule: lowercase letters and digits, the first 16.
-    let tag: String = std::env::var("IDV_TEST_RUN")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        .take(16)
-        .collect();
-    let tag = if tag.is_empty() {
-        "local".to_owned()
-    } else {
-        tag
-    };
-    let prefix = format!("test-{tag}-log{}.", std::process::id());
+    let amqp_url = test_amqp_url();
+    let prefix = test_prefix("log");
     let topology = Topology::new(&prefix).unwrap();
     let mut child = ingest()
         .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
