@@ -10,7 +10,7 @@ use std::fmt;
 /// Field names of the event schema ([`shared::StripeEvent`] and what it
 /// holds): a `missing field` or `duplicate field` error names one of them,
 /// which is our text, not the body's. Any other name is left out.
-const SCHEMA_FIELDS: [&str; 15] = [
+pub(super) const SCHEMA_FIELDS: [&str; 15] = [
     "id",
     "object",
     "type",

@@ -26,23 +26,8 @@ const CLASSES: [&str; 10] = [
     "an unknown variant",
     "a sequence or map of the wrong length",
 ];
-const FIELDS: [&str; 15] = [
-    "id",
-    "object",
-    "type",
-    "created",
-    "livemode",
-    "data",
-    "status",
-    "last_error",
-    "code",
-    "reason",
-    "client_reference_id",
-    "metadata",
-    "last_verification_report",
-    "redaction",
-    "verification_type",
-];
+/// The schema's field names: the only names a reason may carry.
+const FIELDS: [&str; 15] = super::parse_reason::SCHEMA_FIELDS;
 const TYPES: [&str; 6] = [
     "created",
     "processing",
