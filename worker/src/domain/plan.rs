@@ -257,13 +257,7 @@ impl Planner<'_> {
             .ok_or(PlanError::SubjectNotLocked)?
             .clone();
         let before = subject.status.clone();
-        self.recount(&mut subject, &summaries);
-        let facts = AttemptFacts {
-            failed_attempts: subject.failed_attempts,
-            blocked: subject.blocked,
-            max: self.rules.max_failed_attempts,
-        };
-        let (status, decided_by) = crate::transition::derive_subject(&summaries, facts);
+        let status = self.rederive(&mut subject, &summaries);
         let reached_review =
             status == SubjectStatus::ManualReview && before != SubjectStatus::ManualReview.as_str();
         let context = OutboxContext {
@@ -291,8 +285,6 @@ impl Planner<'_> {
                 self.plan.outbox.push(row);
             }
         }
-        subject.status = status.as_str().to_owned();
-        subject.decided_by = decided_by;
         self.store_subject(subject_key, subject);
         tracing::debug!(subject_status = %status, "transition planned");
         Ok(reached_review)
@@ -318,17 +310,24 @@ impl Planner<'_> {
             .get(key)
             .ok_or(PlanError::SubjectNotLocked)?
             .clone();
-        self.recount(&mut subject, &summaries);
+        self.rederive(&mut subject, &summaries);
+        self.store_subject(key.to_owned(), subject);
+        Ok(())
+    }
+
+    /// The subject's counters, status and deciding session, derived again
+    /// from its sessions (`summaries`); returns the status.
+    fn rederive(&self, subject: &mut SubjectState, summaries: &[SessionSummary]) -> SubjectStatus {
+        self.recount(subject, summaries);
         let facts = AttemptFacts {
             failed_attempts: subject.failed_attempts,
             blocked: subject.blocked,
             max: self.rules.max_failed_attempts,
         };
-        let (status, decided_by) = crate::transition::derive_subject(&summaries, facts);
+        let (status, decided_by) = crate::transition::derive_subject(summaries, facts);
         subject.status = status.as_str().to_owned();
         subject.decided_by = decided_by;
-        self.store_subject(key.to_owned(), subject);
-        Ok(())
+        status
     }
 
     /// The subject's counters from the counted failures of its sessions
