@@ -771,3 +771,43 @@ async fn v3_unmaps_placeholders_and_lets_session_id_fallbacks_move() {
         "the fallback subject went"
     );
 }
+
+/// Every read of a batch finds its rows through an index: with sequential
+/// scans priced out, no plan may still hold one (a plan that does has no
+/// index it could use, and would read the whole table on every batch once
+/// the tables are large). Generic plans, as the worker's prepared
+/// statements get.
+#[tokio::test]
+async fn reads_of_a_batch_use_indexes() {
+    let db = TestDatabase::new().await;
+    let settings = settings(None, &db, &[]);
+    migrate(&settings).await;
+    let client = db.client().await;
+    client
+        .batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    for (index, (name, sql, types)) in worker::store::READS.iter().enumerate() {
+        let prepared = format!("read_{index}");
+        client
+            .batch_execute(&format!(
+                "PREPARE {prepared}({}) AS {sql}",
+                types.join(", ")
+            ))
+            .await
+            .unwrap();
+        let arguments = vec!["'{}'"; types.len()].join(", ");
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN EXECUTE {prepared}({arguments})"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Seq Scan"),
+            "the read \"{name}\" scans a whole table:\n{plan}"
+        );
+    }
+}

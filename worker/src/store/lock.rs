@@ -42,9 +42,24 @@ const LOCK_SUBJECTS: &str = "SELECT key, status, decided_by_session, failed_atte
 const OTHER_SESSIONS: &str = "SELECT subject_key, id, status, last_error_code IS NOT NULL, \
      last_event_created, last_event_rank, last_event_id \
      FROM sessions WHERE subject_key = ANY($1) AND NOT (id = ANY($2))";
-const COUNTED: &str = "SELECT session_id, id, created, error_code, blocking_attempt FROM events \
-     WHERE counted_attempt AND (session_id = ANY($2) \
-     OR session_id IN (SELECT id FROM sessions WHERE subject_key = ANY($1)))";
+/// One array of session ids, so that the lookup is an index scan of
+/// `events_session_id`: written as `session_id = ANY($2) OR session_id IN
+/// (subquery)` PostgreSQL cannot use the index for the `OR` and reads the
+/// whole inbox on every batch (`reads_of_a_batch_use_indexes` checks).
+const COUNTED: &str = "SELECT session_id, id, created, error_code, blocking_attempt \
+     FROM events WHERE counted_attempt AND session_id = ANY($2::text[] \
+     || ARRAY(SELECT id FROM sessions WHERE subject_key = ANY($1)))";
+
+/// The reads of a batch that look rows up (the inserts aside), by name,
+/// with the types of their parameters: each must find its rows through an
+/// index, however large the tables grow.
+pub const READS: [(&str, &str, &[&str]); 5] = [
+    ("lock sessions", LOCK_SESSIONS, &["text[]"]),
+    ("seen events", SEEN_EVENTS, &["text[]"]),
+    ("lock subjects", LOCK_SUBJECTS, &["text[]"]),
+    ("other sessions", OTHER_SESSIONS, &["text[]", "text[]"]),
+    ("counted failures", COUNTED, &["text[]", "text[]"]),
+];
 
 /// Creates and locks the sessions (`sorted_ids`); returns them and the ids
 /// among `event_ids` already in the inbox.

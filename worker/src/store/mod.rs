@@ -12,6 +12,7 @@ mod write;
 
 pub use crate::domain::{Applied, EventOutcome, Rules};
 pub use error::{StoreError, Unavailable, error_chain};
+pub use lock::READS;
 pub use pool::{connect_pool, pg_config};
 
 use std::time::Duration;
