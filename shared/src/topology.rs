@@ -8,6 +8,10 @@
 //!
 //! idv.events.retry.{5s,30s,5m}: a message waits out its TTL there, then is
 //! dead-lettered back to idv.events through the default exchange.
+//!
+//! idv.outcomes (topic): the outcome messages the dispatcher publishes,
+//! routed by outcome (verified, requires_input, manual_review, canceled,
+//! redacted); the platform binds its own queues.
 //! ```
 //!
 //! Every name takes an optional prefix (`AMQP_PREFIX`) so that tests and
@@ -150,8 +154,19 @@ impl Topology {
         self.name(&format!("idv.events.retry.{label}"))
     }
 
+    /// Where the dispatcher publishes what happened to each person, for
+    /// the platform (routing key: the outcome).
+    pub fn outcomes_exchange(&self) -> String {
+        self.name("idv.outcomes")
+    }
+
     pub fn exchanges(&self) -> Vec<ExchangeSpec> {
         vec![
+            ExchangeSpec {
+                name: self.outcomes_exchange(),
+                kind: ExchangeKind::Topic,
+                alternate_exchange: None,
+            },
             ExchangeSpec {
                 name: self.unrouted_exchange(),
                 kind: ExchangeKind::Fanout,

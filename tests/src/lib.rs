@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod broker;
 pub mod database;
+pub mod dispatch_world;
 pub mod fixtures;
 pub mod ingest_app;
 pub mod proxy;

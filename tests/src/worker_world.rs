@@ -12,7 +12,21 @@ use worker::incoming::{self, Incoming};
 use worker::settings::Settings;
 use worker::store::{EventOutcome, Rules, Store};
 
-/// Worker settings for `database` (and `broker`, when there is one), plus `extra`.
+/// Settings that configure every action (none of them reachable: for
+/// tests of which outbox rows are written, not of their dispatch).
+pub const EVERY_SINK: [(&str, &str); 7] = [
+    ("OUTCOME_WEBHOOK_URL", "http://127.0.0.1:9/unreachable"),
+    ("OUTCOME_WEBHOOK_SECRET", "test-webhook-secret-0123456789"),
+    ("SMTP_URL", "smtp://127.0.0.1:9"),
+    ("EMAIL_FROM", "identity@example.com"),
+    ("STRIPE_API_KEY", "sk_test_unreachable"),
+    ("STRIPE_API_BASE", "http://127.0.0.1:9"),
+    ("IDV_EXPECTED_MATCHING", "on"),
+];
+
+/// Worker settings for `database` (and `broker`, when there is one), plus
+/// `extra`. The dispatcher is off (`WORKER_ROLE=consumer`) unless `extra`
+/// says otherwise.
 pub fn settings(
     broker: Option<&TestBroker>,
     database: &TestDatabase,
@@ -21,6 +35,7 @@ pub fn settings(
     let mut pairs: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), database.url.clone()),
         ("WORKER_ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+        ("WORKER_ROLE".into(), "consumer".into()),
     ];
     if let Some(broker) = broker {
         pairs.push(("AMQP_URL".into(), broker.url.clone()));
@@ -318,13 +333,14 @@ pub async fn snapshot(client: &tokio_postgres::Client, like: &str) -> Value {
     })
 }
 
-/// The outbox rows of sessions matching `like`: every column but the
-/// row id and the timestamps.
+/// The outbox rows whose key matches `like` (a key names its session or
+/// its subject): kind, key and payload, the columns that follow from the
+/// events alone (the subject a session row was written under may change).
 pub async fn outbox(client: &tokio_postgres::Client, like: &str) -> Value {
     query_json(
         client,
-        "SELECT kind, idempotency_key, subject_key, session_id, payload \
-         FROM outbox WHERE session_id LIKE $1 ORDER BY idempotency_key",
+        "SELECT kind, idempotency_key, payload \
+         FROM outbox WHERE idempotency_key LIKE $1 ORDER BY idempotency_key",
         like,
     )
     .await

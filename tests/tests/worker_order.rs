@@ -232,8 +232,8 @@ fn world() -> World {
         .build()
         .unwrap();
     let (a, b) = runtime.block_on(async { (TestDatabase::new().await, TestDatabase::new().await) });
-    let settings = settings(None, &a, &[]);
-    let settings_b = idv_tests::worker_world::settings(None, &b, &[]);
+    let settings = settings(None, &a, &EVERY_SINK);
+    let settings_b = idv_tests::worker_world::settings(None, &b, &EVERY_SINK);
     let (sequential, shuffled, clients) = runtime.block_on(async {
         (
             store(&settings).await,
@@ -314,13 +314,12 @@ proptest! {
         prop_assert_eq!(sequential, shuffled);
     }
 
-    /// The outbox rows (kind, idempotency key, payload). Fails today: a
-    /// `consent_declined` then `verified` writes the manual-review rows
-    /// only when the failure arrives first, and a retry notice is lost when
-    /// an older failure arrives after a newer one. Which rows exist is to
-    /// become a function of the event set (issue 8).
+    /// The outbox rows (kind, idempotency key, payload), every action
+    /// configured: which rows exist is a function of the event set. (Before
+    /// issue 8 a `consent_declined` then `verified` wrote the manual-review
+    /// rows only when the failure arrived first, and a retry notice was
+    /// lost when an older failure arrived after a newer one.)
     #[test]
-    #[ignore = "outbox rows still depend on arrival order (issue 8)"]
     fn any_order_with_duplicates_and_any_batching_gives_the_same_outbox(
         (stories, deliveries, batch) in case(),
     ) {

@@ -19,14 +19,32 @@ fn say(message: std::fmt::Arguments<'_>) {
 }
 
 /// Runs the worker from the process environment until SIGTERM or SIGINT.
+/// `--dispatcher-only` runs the dispatcher alone (as `WORKER_ROLE=dispatcher`).
 pub fn main() -> ExitCode {
-    let settings = match Settings::from_env(&Env::from_process()) {
+    let mut settings = match Settings::from_env(&Env::from_process()) {
         Ok(settings) => settings,
         Err(error) => {
             say(format_args!("{error}"));
             return ExitCode::from(2);
         }
     };
+    for argument in std::env::args().skip(1) {
+        match argument.as_str() {
+            "--dispatcher-only" => settings.dispatch.role = crate::dispatch::Role::Dispatcher,
+            "-h" | "--help" => {
+                say(format_args!(
+                    "usage: idv-worker [--dispatcher-only]; settings come from the environment (see README)"
+                ));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                say(format_args!(
+                    "unknown argument {other:?}: the only one is --dispatcher-only"
+                ));
+                return ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -23,6 +23,7 @@ pub use domain::{policy, subject_key, transition};
 pub mod admin;
 pub mod consume;
 pub mod ctl;
+pub mod dispatch;
 pub mod entry;
 pub mod fail_point;
 pub mod health;

@@ -27,6 +27,19 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// The outbox row's kind (`outcome_message`, `notify_user_retry`, …).
+    pub kind: String,
+    /// sent | superseded | skipped | failed | retried | waiting
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionKindLabels {
+    pub kind: String,
+}
+
 /// Every metric the worker exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -51,6 +64,12 @@ pub struct Metrics {
     pub defer_failures: Counter,
     /// now − the event's `created`, for the last batch.
     pub consumer_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Outbox rows the dispatcher handled, by kind and result.
+    pub outbox_actions: Family<ActionLabels, Counter>,
+    /// How long handling one row took (judging, performing), by kind.
+    pub outbox_action_seconds: Family<ActionKindLabels, Histogram>,
+    /// Age of the oldest pending row that is due (not waiting for an event).
+    pub outbox_oldest_pending_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -134,6 +153,25 @@ impl Default for Metrics {
             "Now minus the newest processed event's created",
             consumer_lag_seconds.clone(),
         );
+        let outbox_actions = Family::default();
+        registry.register(
+            "outbox_actions",
+            "Outbox rows handled by the dispatcher, by kind and result (sent, superseded, skipped, failed, retried, waiting)",
+            outbox_actions.clone(),
+        );
+        let outbox_action_seconds =
+            Family::<ActionKindLabels, Histogram>::new_with_constructor(action_buckets);
+        registry.register(
+            "outbox_action_seconds",
+            "Time to handle one outbox row, by kind",
+            outbox_action_seconds.clone(),
+        );
+        let outbox_oldest_pending_seconds = Gauge::default();
+        registry.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest pending outbox row that is due",
+            outbox_oldest_pending_seconds.clone(),
+        );
         Self {
             registry,
             events,
@@ -149,8 +187,15 @@ impl Default for Metrics {
             deferred,
             defer_failures,
             consumer_lag_seconds,
+            outbox_actions,
+            outbox_action_seconds,
+            outbox_oldest_pending_seconds,
         }
     }
+}
+
+fn action_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 impl Metrics {
@@ -161,6 +206,21 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// One outbox row handled.
+    pub fn outbox_action(&self, kind: &str, result: &str, took: std::time::Duration) {
+        self.outbox_actions
+            .get_or_create(&ActionLabels {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        self.outbox_action_seconds
+            .get_or_create(&ActionKindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

@@ -51,9 +51,8 @@ pub struct Settings {
     pub subject_key: SubjectKeyPrecedence,
     /// `IDV_CODE_POLICY`: overrides of the code policy table.
     pub policy: Policy,
-    /// `IDV_FETCH_VERIFIED_OUTPUTS`: also ask the outbox to fetch and compare
-    /// `verified_outputs` on success.
-    pub fetch_verified_outputs: bool,
+    /// The dispatcher, and the actions this deployment performs.
+    pub dispatch: crate::dispatch::DispatchSettings,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
 }
@@ -124,11 +123,7 @@ impl Settings {
                 env.optional("IDV_SUBJECT_KEY"),
             )?,
             policy: Policy::with_overrides("IDV_CODE_POLICY", env.optional("IDV_CODE_POLICY"))?,
-            fetch_verified_outputs: env.parse_or(
-                "IDV_FETCH_VERIFIED_OUTPUTS",
-                false,
-                "`true` or `false`",
-            )?,
+            dispatch: crate::dispatch::DispatchSettings::from_env(env)?,
             log_format: LogFormat::from_env(env)?,
         })
     }
@@ -224,7 +219,7 @@ mod tests {
             ("WORKER_RETRY_DELAYS", "soon"),
             ("WORKER_ADMIN_LISTEN", "localhost"),
             ("IDV_MAX_FAILED_ATTEMPTS", "0"),
-            ("IDV_FETCH_VERIFIED_OUTPUTS", "yes"),
+            ("IDV_EXPECTED_MATCHING", "yes"),
             ("AMQP_PREFIX", "a b"),
             ("DATABASE_URL", "postgres://u@host:port/idv"),
             ("DATABASE_URL", "mysql://u@host/idv"),

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::consume::{self, Context};
+use crate::dispatch::Dispatcher;
 use crate::health::{Health, Readiness};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -87,8 +88,19 @@ impl Application {
         let server_handle = server.handle();
         let admin_task = tokio::spawn(server);
         let tracker = TaskTracker::new();
-        // One consumer, feeding `consumers` lanes (see `consume::lanes`).
-        tracker.spawn(consume::run_consumer(Arc::clone(&ctx), 0));
+        let role = ctx.settings.dispatch.role;
+        if role.consumes() {
+            // One consumer, feeding `consumers` lanes (see `consume::lanes`).
+            tracker.spawn(consume::run_consumer(Arc::clone(&ctx), 0));
+        }
+        if role.dispatches() {
+            let dispatcher = Dispatcher::new(
+                &ctx.settings,
+                ctx.store.pool().clone(),
+                Arc::clone(&ctx.metrics),
+            )?;
+            tracker.spawn(dispatcher.run(ctx.shutdown.clone()));
+        }
         tracker.close();
         ctx.shutdown.cancelled().await;
         info!("shutting down: finishing the batches in hand");

@@ -9,7 +9,7 @@
 //!   delivery order, to the locked rows, giving the rows to write;
 //! - [`outbox`]: the side effects a transition calls for.
 
-pub(crate) mod outbox;
+pub mod outbox;
 pub(crate) mod plan;
 pub mod policy;
 pub(crate) mod state;
@@ -23,8 +23,8 @@ use crate::settings::Settings;
 pub struct Rules {
     /// `IDV_MAX_FAILED_ATTEMPTS`.
     pub max_failed_attempts: i32,
-    /// `IDV_FETCH_VERIFIED_OUTPUTS`.
-    pub fetch_verified_outputs: bool,
+    /// The actions this deployment performs, so the rows to write.
+    pub sinks: outbox::Sinks,
     /// `IDV_CODE_POLICY`: classifies the counted failures stored without a
     /// class (`events.blocking_attempt` NULL: counted before migration V3),
     /// so the policy in force decides whether they block.
@@ -35,7 +35,7 @@ impl Rules {
     pub fn from_settings(settings: &Settings) -> Self {
         Self {
             max_failed_attempts: settings.max_failed_attempts,
-            fetch_verified_outputs: settings.fetch_verified_outputs,
+            sinks: settings.dispatch.sinks(),
             policy: settings.policy.clone(),
         }
     }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::outbox::{self, OutboxContext, OutboxRow};
+use super::outbox::{self, OutboxRow};
 use super::state::{Advance, Counted, EventRow, Locked, SessionState, SessionWrite, SubjectState};
 use super::{Applied, EventOutcome, Rules};
 use crate::incoming::{EventKind, Failure, Incoming};
@@ -27,8 +27,15 @@ pub struct Plan {
     /// one, or the one a session moved away from): deleted, so the record
     /// does not depend on which event came first or how they were batched.
     pub deleted_subjects: Vec<String>,
-    /// Deduplicated by idempotency key, the first row winning.
+    /// Deduplicated by idempotency key, the first row winning: the rows the
+    /// batch's events call for, then the limit rows of `reconciled`.
     pub outbox: Vec<OutboxRow>,
+    /// Subjects whose limit rows the batch derived again: their pending
+    /// limit rows not in `outbox` are deleted before it is inserted.
+    pub reconciled: Vec<String>,
+    /// Sessions the batch moved to `requires_input`: a cancel waiting for
+    /// that is due again.
+    pub rearmed: Vec<String>,
     /// Sessions a `redacted` event of the batch erases (after the writes).
     pub redacted: Vec<String>,
 }
@@ -50,12 +57,20 @@ pub fn plan(rules: &Rules, batch: &[&Incoming], locked: Locked) -> Result<Plan, 
         locked,
         plan: Plan::default(),
         outbox_keys: HashSet::new(),
+        limit_rows: BTreeMap::new(),
     };
     for (index, event) in batch.iter().enumerate() {
         let outcome = planner.apply(index, event)?;
         planner.plan.outcomes.push(outcome);
     }
     planner.delete_empty_subjects();
+    let limit_rows = std::mem::take(&mut planner.limit_rows);
+    for (subject, rows) in limit_rows {
+        planner.plan.reconciled.push(subject);
+        for row in rows {
+            planner.push_row(row);
+        }
+    }
     Ok(planner.plan)
 }
 
@@ -64,6 +79,9 @@ struct Planner<'r> {
     locked: Locked,
     plan: Plan,
     outbox_keys: HashSet<String>,
+    /// The limit rows each subject the batch changed calls for, as of its
+    /// last change in the batch.
+    limit_rows: BTreeMap<String, Vec<OutboxRow>>,
 }
 
 impl Planner<'_> {
@@ -84,6 +102,10 @@ impl Planner<'_> {
         };
         let (previous, subject_key, subject_rank) = self.map_to_subject(event);
         let remapped = previous != subject_key;
+        let redacted = self.is_redacted(&event.session_id);
+        for row in outbox::event_rows(self.rules.sinks, event, redacted, subject_key.as_deref()) {
+            self.push_row(row);
+        }
         if let (Some(failure), Some(key)) = (counted, &key) {
             self.count_failure(event, key, failure);
         }
@@ -109,7 +131,7 @@ impl Planner<'_> {
         if let Some(subject_key) = subject_key
             && (newer || counted.is_some() || remapped)
         {
-            result.reached_manual_review = self.decide_subject(event, stage, newer, subject_key)?;
+            result.reached_manual_review = self.decide_subject(subject_key)?;
         }
         Ok(result)
     }
@@ -136,6 +158,14 @@ impl Planner<'_> {
             .redacted = true;
         if !self.plan.redacted.contains(&event.session_id) {
             self.plan.redacted.push(event.session_id.clone());
+        }
+        let subject_key = self
+            .locked
+            .sessions
+            .get(&event.session_id)
+            .and_then(|s| s.subject_key.clone());
+        for row in outbox::event_rows(self.rules.sinks, event, true, subject_key.as_deref()) {
+            self.push_row(row);
         }
         EventOutcome::of(Applied::Redacted)
     }
@@ -237,18 +267,15 @@ impl Planner<'_> {
             reason: event.failure.as_ref().and_then(|f| f.reason.clone()),
             key: key.clone(),
         });
+        if stage == Stage::RequiresInput && !self.plan.rearmed.contains(&event.session_id) {
+            self.plan.rearmed.push(event.session_id.clone());
+        }
     }
 
     /// Derives the subject again from its sessions and counted failures:
-    /// status, counters, the session that decided it, and the side effects
-    /// the change calls for. Returns whether it entered manual review.
-    fn decide_subject(
-        &mut self,
-        event: &Incoming,
-        stage: Stage,
-        newer: bool,
-        subject_key: String,
-    ) -> Result<bool, PlanError> {
+    /// status, counters, the session that decided it, and the limit rows it
+    /// calls for. Returns whether it entered manual review.
+    fn decide_subject(&mut self, subject_key: String) -> Result<bool, PlanError> {
         let summaries = self.summaries(&subject_key);
         let mut subject = self
             .locked
@@ -260,34 +287,41 @@ impl Planner<'_> {
         let status = self.rederive(&mut subject, &summaries);
         let reached_review =
             status == SubjectStatus::ManualReview && before != SubjectStatus::ManualReview.as_str();
-        let context = OutboxContext {
-            rules: self.rules,
-            event,
-            stage,
-            newer,
-            redacted: self
-                .locked
-                .sessions
-                .get(&event.session_id)
-                .is_some_and(|s| s.redacted),
-            subject_key: &subject_key,
-            status,
-            failed_attempts: subject.failed_attempts,
-            reached_review,
-            open_sessions: summaries
-                .iter()
-                .filter(|s| !s.stage.is_terminal())
-                .map(|s| s.id.as_str())
-                .collect(),
-        };
-        for row in outbox::rows(&context) {
-            if self.outbox_keys.insert(row.idempotency_key.clone()) {
-                self.plan.outbox.push(row);
-            }
-        }
+        self.derive_limit_rows(&subject_key, &subject, &summaries);
         self.store_subject(subject_key, subject);
         tracing::debug!(subject_status = %status, "transition planned");
         Ok(reached_review)
+    }
+
+    /// The limit rows `subject` (`key`, with its sessions `summaries`) calls
+    /// for now: none unless it is at its limit.
+    fn derive_limit_rows(
+        &mut self,
+        key: &str,
+        subject: &SubjectState,
+        summaries: &[SessionSummary],
+    ) {
+        let rows = if subject.at_limit(self.rules.max_failed_attempts) {
+            let sessions: Vec<&str> = summaries.iter().map(|s| s.id.as_str()).collect();
+            outbox::limit_rows(self.rules.sinks, key, &sessions)
+        } else {
+            Vec::new()
+        };
+        self.limit_rows.insert(key.to_owned(), rows);
+    }
+
+    /// Adds `row` to the plan unless a row with its key already is.
+    fn push_row(&mut self, row: OutboxRow) {
+        if self.outbox_keys.insert(row.idempotency_key.clone()) {
+            self.plan.outbox.push(row);
+        }
+    }
+
+    fn is_redacted(&self, session_id: &str) -> bool {
+        self.locked
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| s.redacted)
     }
 
     /// Keeps `subject` as the batch's latest state of `key`, and writes it
@@ -311,6 +345,7 @@ impl Planner<'_> {
             .ok_or(PlanError::SubjectNotLocked)?
             .clone();
         self.rederive(&mut subject, &summaries);
+        self.derive_limit_rows(key, &subject, &summaries);
         self.store_subject(key.to_owned(), subject);
         Ok(())
     }
@@ -324,7 +359,12 @@ impl Planner<'_> {
             blocked: subject.blocked,
             max: self.rules.max_failed_attempts,
         };
-        let (status, decided_by) = crate::transition::derive_subject(summaries, facts);
+        let (status, decided_by) = match &subject.mismatch_session {
+            // Verified outputs that did not match what the platform expected:
+            // manual review, whatever the events say.
+            Some(session) => (SubjectStatus::ManualReview, Some(session.clone())),
+            None => crate::transition::derive_subject(summaries, facts),
+        };
         subject.status = status.as_str().to_owned();
         subject.decided_by = decided_by;
         status
@@ -371,6 +411,7 @@ impl Planner<'_> {
         empty.sort();
         for key in &empty {
             self.plan.subjects.remove(key);
+            self.limit_rows.insert(key.clone(), Vec::new());
         }
         self.plan.deleted_subjects = empty;
     }

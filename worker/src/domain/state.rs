@@ -57,6 +57,18 @@ pub struct SubjectState {
     pub last_error_code: Option<String>,
     pub last_error_created: Option<i64>,
     pub last_error_event_id: Option<String>,
+    /// The session whose verified outputs did not match `expected_identity`
+    /// (written by the dispatcher; the worker only reads it).
+    pub mismatch_session: Option<String>,
+}
+
+impl SubjectState {
+    /// The person may not try again: counted failures reached `max`, one
+    /// of them was of a code retrying cannot fix, or verified outputs did
+    /// not match. Only more events can make it so, never fewer.
+    pub fn at_limit(&self, max: i32) -> bool {
+        self.failed_attempts >= max || self.blocked || self.mismatch_session.is_some()
+    }
 }
 
 /// A counted failed submission of one of the sessions in play: a subject's

@@ -37,7 +37,7 @@ const SEEN_EVENTS: &str = "SELECT id FROM events WHERE id = ANY($1)";
 const INSERT_SUBJECTS: &str =
     "INSERT INTO subjects (key) SELECT unnest($1::text[]) ON CONFLICT (key) DO NOTHING";
 const LOCK_SUBJECTS: &str = "SELECT key, status, decided_by_session, failed_attempts, blocked, \
-     last_error_code, last_error_created, last_error_event_id \
+     last_error_code, last_error_created, last_error_event_id, mismatch_session \
      FROM subjects WHERE key = ANY($1) ORDER BY key FOR UPDATE";
 const OTHER_SESSIONS: &str = "SELECT subject_key, id, status, last_error_code IS NOT NULL, \
      last_event_created, last_event_rank, last_event_id \
@@ -52,7 +52,7 @@ const COUNTED: &str = "SELECT session_id, id, created, error_code, blocking_atte
 
 /// The reads of a batch that look rows up (the inserts aside), by name,
 /// with the types of their parameters: each must find its rows through an
-/// index, however large the tables grow.
+/// index, however large the tables grow (see [`super::LOOKUPS`]).
 pub const READS: [(&str, &str, &[&str]); 5] = [
     ("lock sessions", LOCK_SESSIONS, &["text[]"]),
     ("seen events", SEEN_EVENTS, &["text[]"]),
@@ -153,6 +153,7 @@ pub async fn subjects(
                 last_error_code: row.try_get(5)?,
                 last_error_created: row.try_get(6)?,
                 last_error_event_id: row.try_get(7)?,
+                mismatch_session: row.try_get(8)?,
             };
             Ok((row.try_get(0)?, subject))
         })

@@ -46,9 +46,17 @@ const UPDATE_SUBJECTS: &str = "UPDATE subjects s SET status = u.status, \
      $7::int8[], $8::text[]) AS u(key, status, decided_by, failed, blocked, code, created, event_id) \
      WHERE s.key = u.key";
 const DELETE_SUBJECTS: &str = "DELETE FROM subjects WHERE key = ANY($1)";
-const INSERT_OUTBOX: &str = "INSERT INTO outbox (kind, idempotency_key, subject_key, session_id, payload) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
+/// A reconciled subject's pending limit rows its state no longer calls for.
+const DELETE_LIMIT_ROWS: &str = "DELETE FROM outbox WHERE from_limit AND status = 'pending' \
+     AND subject_key = ANY($1) AND NOT (idempotency_key = ANY($2))";
+const INSERT_OUTBOX: &str = "INSERT INTO outbox \
+     (kind, idempotency_key, subject_key, session_id, payload, from_limit) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::bool[]) \
      ON CONFLICT (idempotency_key) DO NOTHING";
+/// A cancel waiting for its session to come back to `requires_input`.
+const REARM_CANCELS: &str = "UPDATE outbox SET due_at = now() \
+     WHERE session_id = ANY($1) AND kind = 'cancel_stripe_session' \
+     AND status = 'pending' AND due_at = 'infinity'";
 const REDACT: [&str; 3] = [
     "UPDATE sessions SET redacted_at = COALESCE(redacted_at, now()), \
      last_error_reason = NULL, updated_at = now() WHERE id = ANY($1)",
@@ -57,14 +65,34 @@ const REDACT: [&str; 3] = [
      WHERE session_id = ANY($1) AND payload ? 'reason'",
 ];
 
+/// The writes of a batch that look rows up by a key other than the
+/// primary key's, with the types of their parameters (see
+/// [`super::LOOKUPS`]).
+pub const LOOKUPS: [(&str, &str, &[&str]); 6] = [
+    ("delete subjects", DELETE_SUBJECTS, &["text[]"]),
+    (
+        "delete limit rows",
+        DELETE_LIMIT_ROWS,
+        &["text[]", "text[]"],
+    ),
+    ("re-arm cancels", REARM_CANCELS, &["text[]"]),
+    ("redact sessions", REDACT[0], &["text[]"]),
+    ("redact events", REDACT[1], &["text[]"]),
+    ("redact outbox", REDACT[2], &["text[]"]),
+];
+
 /// Writes `plan` (for `batch`); returns how many inbox rows were inserted.
 pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Result<u64, Error> {
-    let (events, sessions, subjects, delete, outbox, redact0, redact1, redact2) = tokio::try_join!(
+    let (events, sessions, subjects, delete, delete_limit, outbox, rearm) = tokio::try_join!(
         tx.prepare_cached(INSERT_EVENTS),
         tx.prepare_cached(UPDATE_SESSIONS),
         tx.prepare_cached(UPDATE_SUBJECTS),
         tx.prepare_cached(DELETE_SUBJECTS),
+        tx.prepare_cached(DELETE_LIMIT_ROWS),
         tx.prepare_cached(INSERT_OUTBOX),
+        tx.prepare_cached(REARM_CANCELS),
+    )?;
+    let (redact0, redact1, redact2) = tokio::try_join!(
         tx.prepare_cached(REDACT[0]),
         tx.prepare_cached(REDACT[1]),
         tx.prepare_cached(REDACT[2]),
@@ -165,13 +193,27 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
     ];
 
     let o = &plan.outbox;
-    let o_kinds: Vec<&str> = o.iter().map(|r| r.kind).collect();
+    let o_kinds: Vec<&str> = o.iter().map(|r| r.kind.as_str()).collect();
     let o_keys: Vec<&str> = o.iter().map(|r| r.idempotency_key.as_str()).collect();
     let o_subjects: Vec<Option<&str>> = o.iter().map(|r| r.subject_key.as_deref()).collect();
-    let o_sessions: Vec<&str> = o.iter().map(|r| r.session_id.as_str()).collect();
+    let o_sessions: Vec<Option<&str>> = o.iter().map(|r| r.session_id.as_deref()).collect();
     let o_payloads: Vec<&serde_json::Value> = o.iter().map(|r| &r.payload).collect();
-    let outbox_params: [&(dyn ToSql + Sync); 5] =
-        [&o_kinds, &o_keys, &o_subjects, &o_sessions, &o_payloads];
+    let o_limit: Vec<bool> = o.iter().map(|r| r.from_limit).collect();
+    let outbox_params: [&(dyn ToSql + Sync); 6] = [
+        &o_kinds,
+        &o_keys,
+        &o_subjects,
+        &o_sessions,
+        &o_payloads,
+        &o_limit,
+    ];
+    let limit_keys: Vec<&str> = o
+        .iter()
+        .filter(|r| r.from_limit)
+        .map(|r| r.idempotency_key.as_str())
+        .collect();
+    let reconcile: [&(dyn ToSql + Sync); 2] = [&plan.reconciled, &limit_keys];
+    let rearmed: [&(dyn ToSql + Sync); 1] = [&plan.rearmed];
     let redacted: [&(dyn ToSql + Sync); 1] = [&plan.redacted];
     let deleted: [&(dyn ToSql + Sync); 1] = [&plan.deleted_subjects];
 
@@ -184,7 +226,9 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         skip_or(tx, &sessions, &session_params, s.is_empty()),
         skip_or(tx, &subjects, &subject_params, j.is_empty()),
         skip_or(tx, &delete, &deleted, plan.deleted_subjects.is_empty()),
+        skip_or(tx, &delete_limit, &reconcile, plan.reconciled.is_empty()),
         skip_or(tx, &outbox, &outbox_params, o.is_empty()),
+        skip_or(tx, &rearm, &rearmed, plan.rearmed.is_empty()),
         skip_or(tx, &redact0, &redacted, no_redaction),
         skip_or(tx, &redact1, &redacted, no_redaction),
         skip_or(tx, &redact2, &redacted, no_redaction),

@@ -9,7 +9,12 @@ use crate::policy::CodeClass;
 fn rules() -> Rules {
     Rules {
         max_failed_attempts: 3,
-        fetch_verified_outputs: false,
+        sinks: crate::domain::outbox::Sinks {
+            webhook: false,
+            email: true,
+            stripe_cancel: true,
+            expected_matching: false,
+        },
         policy: crate::policy::Policy::default(),
     }
 }
@@ -51,6 +56,7 @@ fn fresh() -> Locked {
             last_error_code: None,
             last_error_created: None,
             last_error_event_id: None,
+            mismatch_session: None,
         },
     );
     locked
@@ -95,8 +101,19 @@ fn an_older_event_after_a_newer_one_is_stale_and_verified_at_is_kept() {
     // The session now stands canceled (a later event), so the subject does;
     // the success was still notified when it applied.
     assert_eq!(plan.subjects["user_1"].status, "canceled");
-    let kinds: Vec<&str> = plan.outbox.iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, ["notify_user_verified", "platform_follow_up"]);
+    let rows: Vec<(&str, &str)> = plan
+        .outbox
+        .iter()
+        .map(|r| (r.kind.as_str(), r.idempotency_key.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("outcome_message", "vs_1:verified:outcome_message"),
+            ("notify_user_verified", "vs_1:verified:notify_user_verified"),
+            ("outcome_message", "vs_1:canceled:outcome_message"),
+        ]
+    );
 }
 
 #[test]
@@ -125,17 +142,27 @@ fn three_failures_in_one_batch_reach_manual_review_once() {
         ("manual_review", 3)
     );
     assert_eq!(subject.last_error_event_id.as_deref(), Some("evt_f3"));
-    let kinds: Vec<&str> = plan.outbox.iter().map(|r| r.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            "notify_user_retry",
-            "notify_user_retry",
-            "cancel_stripe_session",
-            "notify_user_alternative",
-            "alert_reviewers"
-        ]
-    );
+    let keys: Vec<&str> = plan
+        .outbox
+        .iter()
+        .map(|r| r.idempotency_key.as_str())
+        .collect();
+    // Each failure is told (whether it still is true is the dispatcher's
+    // call), then the limit: once per subject, and a cancel per session.
+    let mut expected: Vec<String> = (0..4)
+        .flat_map(|i| {
+            ["outcome_message", "notify_user_retry"]
+                .map(|kind| format!("vs_1:requires_input:evt_f{i}:{kind}"))
+        })
+        .collect();
+    expected.extend([
+        "user_1:manual_review:outcome_message".to_owned(),
+        "user_1:manual_review:notify_user_alternative".to_owned(),
+        "vs_1:cancel_stripe_session".to_owned(),
+    ]);
+    assert_eq!(keys, expected);
+    assert_eq!(plan.reconciled, ["user_1"]);
+    assert!(plan.outbox.iter().rev().take(3).all(|r| r.from_limit));
     assert!(plan.events.iter().all(|e| e.counted));
 }
 
@@ -193,6 +220,7 @@ fn subject_row() -> SubjectState {
         last_error_code: None,
         last_error_created: None,
         last_error_event_id: None,
+        mismatch_session: None,
     }
 }
 

@@ -1,0 +1,104 @@
+//! Tell the platform, on the broker: the outcome message published with
+//! publisher confirms to the `idv.outcomes` topic exchange, routing key =
+//! the outcome, `message_id` = the idempotency key. Unroutable messages are
+//! not an error: the platform binds the queues it wants.
+
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+
+use super::sink::{Job, Performed, Sink};
+use crate::domain::outbox::ActionKind;
+
+/// One confirm channel, opened when first needed and again after it broke;
+/// publishes go one at a time (one unconfirmed publish per channel).
+#[derive(Debug)]
+pub struct OutcomeExchange {
+    amqp_url: SecretString,
+    exchange: String,
+    link: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl OutcomeExchange {
+    pub fn new(amqp_url: SecretString, exchange: String) -> Self {
+        Self {
+            amqp_url,
+            exchange,
+            link: Mutex::new(None),
+        }
+    }
+
+    async fn publish(&self, job: &Job) -> Result<Confirmation, lapin::Error> {
+        let mut link = self.link.lock().await;
+        let usable = link.as_ref().is_some_and(|(connection, channel)| {
+            connection.status().connected() && channel.status().connected()
+        });
+        if !usable {
+            let connection = Connection::connect(
+                self.amqp_url.expose_secret(),
+                ConnectionProperties::default(),
+            )
+            .await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            *link = Some((connection, channel));
+        }
+        let Some((_, channel)) = link.as_ref() else {
+            return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                lapin::ChannelState::Closed,
+                "no channel",
+            )));
+        };
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(job.row.idempotency_key.as_str()))
+            .with_type(ShortString::from("idv.outcome.v1"));
+        let result = async {
+            channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    job.message.outcome.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &job.message.to_json(),
+                    properties,
+                )
+                .await?
+                .await
+        }
+        .await;
+        if result.is_err() {
+            *link = None;
+        }
+        result
+    }
+}
+
+impl Sink for OutcomeExchange {
+    fn kinds(&self) -> &'static [ActionKind] {
+        &[ActionKind::OutcomeMessage]
+    }
+
+    fn perform<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Performed> {
+        async move {
+            match self.publish(job).await {
+                Ok(Confirmation::Ack(_)) => Performed::Done,
+                Ok(_) => Performed::Retry {
+                    error: "the broker did not confirm the outcome message".to_owned(),
+                    after: None,
+                },
+                Err(error) => Performed::Retry {
+                    error: format!("publishing the outcome message: {error}"),
+                    after: None,
+                },
+            }
+        }
+        .boxed()
+    }
+}
