@@ -461,7 +461,7 @@ pub fn run_as_child_worker_if_asked() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
-    std::process::exit(match worker::entry::main() {
+    std::process::exit(match worker::entry::main(std::iter::empty()) {
         code if code == std::process::ExitCode::SUCCESS => 0,
         _ => 1,
     });

@@ -19,8 +19,9 @@ fn say(message: std::fmt::Arguments<'_>) {
 }
 
 /// Runs the worker from the process environment until SIGTERM or SIGINT.
+/// `arguments` (the command line's, without the program name):
 /// `--dispatcher-only` runs the dispatcher alone (as `WORKER_ROLE=dispatcher`).
-pub fn main() -> ExitCode {
+pub fn main(arguments: impl IntoIterator<Item = String>) -> ExitCode {
     let mut settings = match Settings::from_env(&Env::from_process()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -28,7 +29,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for argument in std::env::args().skip(1) {
+    for argument in arguments {
         match argument.as_str() {
             "--dispatcher-only" => settings.dispatch.role = crate::dispatch::Role::Dispatcher,
             "-h" | "--help" => {

@@ -2,5 +2,5 @@
 //! tests also run as a child process.
 
 fn main() -> std::process::ExitCode {
-    worker::entry::main()
+    worker::entry::main(std::env::args().skip(1))
 }
