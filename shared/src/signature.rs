@@ -250,6 +250,16 @@ mod tests {
         SignatureVerifier::new(raw.iter().map(|s| secret(s)).collect(), DEFAULT_TOLERANCE)
     }
 
+    /// The README's worked example of the outcome webhook's signature.
+    #[test]
+    fn outcome_webhook_worked_example_from_the_readme() {
+        let body = br#"{"version":1,"idempotency_key":"vs_123:verified:outcome_webhook","subject":"user_42","session":"vs_123","outcome":"verified","last_error_code":null,"reason":null,"failed_attempts":0,"attempts_left":3,"occurred_at":"2026-11-28T12:00:00Z"}"#;
+        assert_eq!(
+            sign_header(b"outcome-webhook-secret-example", body, 1_795_867_200),
+            "t=1795867200,v1=85264a375b58a153e05ec68ae82de67f78ca66a6dd151d25e449dd88d85183d4"
+        );
+    }
+
     #[test]
     fn sign_header_is_stripes_scheme_under_any_key() {
         let body = br#"{"id":"evt_test_webhook","object":"event"}"#;
