@@ -25,6 +25,9 @@ pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Health {
     /// Consumers currently attached to `idv.events`.
     consuming: AtomicUsize,
+    /// This process consumes (`WORKER_ROLE` is not `dispatcher`): ready
+    /// only while a consumer is attached.
+    consumes: AtomicBool,
     /// The last transaction (or start-up check) reached PostgreSQL.
     database_up: AtomicBool,
     /// When a transaction last reached PostgreSQL: recent enough, it spares
@@ -36,6 +39,7 @@ impl Default for Health {
     fn default() -> Self {
         Self {
             consuming: AtomicUsize::new(0),
+            consumes: AtomicBool::new(true),
             database_up: AtomicBool::new(true),
             database_answered: Mutex::new(None),
         }
@@ -43,9 +47,17 @@ impl Default for Health {
 }
 
 impl Health {
-    /// Consuming, and the last batch did not find the database unavailable.
+    /// Consuming (unless this process only dispatches), and the last batch
+    /// did not find the database unavailable.
     pub fn ready(&self) -> bool {
-        self.consuming.load(Ordering::SeqCst) > 0 && self.database_up.load(Ordering::SeqCst)
+        let consuming =
+            self.consuming.load(Ordering::SeqCst) > 0 || !self.consumes.load(Ordering::SeqCst);
+        consuming && self.database_up.load(Ordering::SeqCst)
+    }
+
+    /// A dispatcher-only process: ready whenever the database answers.
+    pub fn dispatcher_only(&self) {
+        self.consumes.store(false, Ordering::SeqCst);
     }
 
     pub fn consumers(&self) -> usize {
@@ -148,6 +160,16 @@ mod tests {
     use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
     use super::*;
+
+    #[test]
+    fn a_dispatcher_only_process_is_ready_without_a_consumer() {
+        let health = Health::default();
+        assert!(!health.ready(), "a consumer must be attached");
+        health.dispatcher_only();
+        assert!(health.ready());
+        health.set_database_up(false);
+        assert!(!health.ready());
+    }
 
     /// A "database" that accepts connections and hangs up at once, counting
     /// them: each check of the database is one connection.

@@ -93,6 +93,9 @@ impl Application {
             // One consumer, feeding `consumers` lanes (see `consume::lanes`).
             tracker.spawn(consume::run_consumer(Arc::clone(&ctx), 0));
         }
+        if !role.consumes() {
+            ctx.health.dispatcher_only();
+        }
         if role.dispatches() {
             let dispatcher = Dispatcher::new(
                 &ctx.settings,
