@@ -1,7 +1,8 @@
 //! The `idv-worker` binary as an operator runs it: a bad setting exits 2
 //! naming the variable, an unreachable PostgreSQL or broker or an admin
 //! address in use exits 1 naming what failed, and SIGTERM or SIGINT stops a
-//! running worker with exit code 0.
+//! running worker with exit code 0; `--dispatcher-only` dispatches without
+//! consuming.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
 mod support;
@@ -330,4 +331,65 @@ async fn a_broker_that_never_answers_at_start_exits_1_within_the_open_bound() {
         "gave up within the open bound, not the test's deadline: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn dispatcher_only_is_ready_without_consuming_and_performs_the_outbox() {
+    let db = TestDb::migrated().await;
+    let prefix = TestPrefix::new();
+    let mut started = Started::spawn({
+        let mut command = worker(&db.url, &prefix, &[]);
+        command.arg("--dispatcher-only");
+        command
+    });
+    let readyz = format!("http://{}/readyz", started.admin_address().await);
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO outbox (kind, idempotency_key, subject_key, session_id, payload) \
+             VALUES ('outcome_message', 'vs_1:verified:outcome_message', 'user_1', 'vs_1', \
+             '{\"outcome\": \"verified\", \"occurred_at\": 1700000000}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let ready = http
+            .get(&readyz)
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == reqwest::StatusCode::OK);
+        let status: String = client
+            .query_one("SELECT status FROM outbox", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if ready && status == "sent" {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "ready ({ready}) and the row sent ({status}) within {DEADLINE:?}: {}",
+            started.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, stderr) = started.signal_and_wait("TERM").await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("dispatcher stopped"), "{stderr}");
+    assert!(
+        !stderr.contains("consuming"),
+        "a dispatcher-only process never consumes: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_argument_exits_2_naming_it() {
+    let prefix = TestPrefix::new();
+    let mut command = worker(&reachable_database(), &prefix, &[]);
+    command.arg("--dispatch-only");
+    let output = finish(&mut command).await;
+    assert_names(&output, 2, "--dispatch-only");
 }
