@@ -9,7 +9,8 @@ ALTER TABLE outbox
     -- Performances begun (claims), whatever their result.
     ADD COLUMN attempts integer NOT NULL DEFAULT 0,
     -- When the row is next due. A cancel waiting for its session to come
-    -- back to requires_input is due at 'infinity' until an event re-arms it.
+    -- back to requires_input is due again when an event moves it there, or
+    -- after five minutes in any case.
     ADD COLUMN due_at timestamptz NOT NULL DEFAULT now(),
     -- A claim: the dispatcher that holds it performs the row until then; a
     -- dispatcher that died loses the row to the next claim after its lease.

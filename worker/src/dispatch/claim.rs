@@ -48,10 +48,15 @@ const FINISHED: &str = "UPDATE outbox SET status = $3, done_at = now(), last_err
 const RETRY: &str = "UPDATE outbox SET due_at = now() + make_interval(secs => $3::float8), \
      last_error = $4, claimed_until = NULL, claim_token = NULL \
      WHERE id = $1 AND claim_token = $2";
-/// A wait is not an attempt: the row is due again when an event re-arms it.
-const WAIT: &str = "UPDATE outbox SET due_at = 'infinity', attempts = attempts - 1, \
-     last_error = $3, claimed_until = NULL, claim_token = NULL \
+/// A wait is not an attempt: the row is due again when an event moves its
+/// session back (the worker re-arms it), or after [`WAIT_RECHECK`] in any
+/// case, which also covers an event applied while this row was judged.
+const WAIT: &str = "UPDATE outbox SET due_at = now() + make_interval(secs => $4::float8), \
+     attempts = attempts - 1, last_error = $3, claimed_until = NULL, claim_token = NULL \
      WHERE id = $1 AND claim_token = $2";
+
+/// How long a waiting row waits at most before it is judged again.
+pub const WAIT_RECHECK: Duration = Duration::from_secs(300);
 
 /// A row this dispatcher holds a claim on.
 #[derive(Debug, Clone)]
@@ -170,7 +175,10 @@ pub async fn mark(client: &Client, id: i64, token: &str, mark: &Mark) -> Result<
         }
         Mark::Wait(why) => {
             let statement = client.prepare_cached(WAIT).await?;
-            client.execute(&statement, &[&id, &token, why]).await?
+            let recheck = WAIT_RECHECK.as_secs_f64();
+            client
+                .execute(&statement, &[&id, &token, why, &recheck])
+                .await?
         }
     };
     Ok(updated == 1)

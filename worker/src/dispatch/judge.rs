@@ -14,7 +14,7 @@ pub enum Verdict {
     Supersede(&'static str),
     /// Not yet: a cancel whose session is not in `requires_input` at the
     /// moment (Stripe cancels only there). Due again when an event moves
-    /// the session there.
+    /// the session there, or after [`super::claim::WAIT_RECHECK`].
     Wait(&'static str),
 }
 

@@ -291,7 +291,7 @@ impl Dispatcher {
         let oldest = client
             .query_one(
                 "SELECT COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 \
-                 FROM outbox WHERE status = 'pending' AND due_at <> 'infinity'",
+                 FROM outbox WHERE status = 'pending' AND due_at <= now()",
                 &[],
             )
             .await;

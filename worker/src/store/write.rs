@@ -46,17 +46,20 @@ const UPDATE_SUBJECTS: &str = "UPDATE subjects s SET status = u.status, \
      $7::int8[], $8::text[]) AS u(key, status, decided_by, failed, blocked, code, created, event_id) \
      WHERE s.key = u.key";
 const DELETE_SUBJECTS: &str = "DELETE FROM subjects WHERE key = ANY($1)";
-/// A reconciled subject's pending limit rows its state no longer calls for.
+/// A reconciled subject's pending limit rows its state no longer calls for
+/// (not one a dispatcher is performing now: it is marked as it ends).
 const DELETE_LIMIT_ROWS: &str = "DELETE FROM outbox WHERE from_limit AND status = 'pending' \
-     AND subject_key = ANY($1) AND NOT (idempotency_key = ANY($2))";
+     AND subject_key = ANY($1) AND NOT (idempotency_key = ANY($2)) \
+     AND (claimed_until IS NULL OR claimed_until < now())";
 const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      (kind, idempotency_key, subject_key, session_id, payload, from_limit) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::bool[]) \
      ON CONFLICT (idempotency_key) DO NOTHING";
-/// A cancel waiting for its session to come back to `requires_input`.
+/// A cancel waiting for its session to come back to `requires_input`: due
+/// at once.
 const REARM_CANCELS: &str = "UPDATE outbox SET due_at = now() \
      WHERE session_id = ANY($1) AND kind = 'cancel_stripe_session' \
-     AND status = 'pending' AND due_at = 'infinity'";
+     AND status = 'pending' AND due_at > now()";
 const REDACT: [&str; 3] = [
     "UPDATE sessions SET redacted_at = COALESCE(redacted_at, now()), \
      last_error_reason = NULL, updated_at = now() WHERE id = ANY($1)",
