@@ -1,16 +1,18 @@
-//! `idvctl`: apply the schema, declare the topology, read the record.
+//! `idvctl`: apply the schema, declare the topology, read the record,
+//! list the outbox and re-drive its failed rows.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use shared::config::Env;
 use shared::telemetry::{self, LogFormat};
-use worker::ctl::{self, CtlSettings, UsageError};
+use worker::ctl::{self, CtlSettings, RetryTarget, UsageError};
 
 /// Operator tool for idv-pipeline. Reads DATABASE_URL, AMQP_URL, AMQP_PREFIX,
 /// IDV_MAX_FAILED_ATTEMPTS and RUST_LOG from the environment. Exit codes: 0
-/// done, 1 not found or a failure, 2 bad input or a bad setting.
+/// done, 1 not found, refused (retrying a row that is not failed) or a
+/// failure, 2 bad input or a bad setting.
 #[derive(Debug, Parser)]
 #[command(name = "idvctl", version)]
 struct Cli {
@@ -34,6 +36,43 @@ enum Command {
         #[command(subcommand)]
         action: Show,
     },
+    /// The effects to perform (outbox rows) and what became of them.
+    Outbox {
+        #[command(subcommand)]
+        action: Outbox,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Outbox {
+    /// List rows, newest first, without their payloads.
+    List {
+        #[arg(long, value_name = "STATUS", help = format!(
+            "Only rows with this status: {}", ctl::allowed_statuses()))]
+        status: Option<String>,
+        #[arg(long, value_name = "KIND", help = format!(
+            "Only rows of this kind: {}", ctl::allowed_kinds()))]
+        kind: Option<String>,
+        /// At most this many rows.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make failed rows pending and due now (attempts 0, no error), once
+    /// what failed them is fixed.
+    Retry(Retry),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Retry {
+    /// The row's id (as `outbox list` shows it); it must be failed.
+    id: Option<i64>,
+    /// Every failed row.
+    #[arg(long)]
+    all_failed: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +109,25 @@ async fn main() -> ExitCode {
         Command::Session {
             action: Show::Show { id, json },
         } => ctl::session_show(&settings, id, *json).await,
+        Command::Outbox {
+            action:
+                Outbox::List {
+                    status,
+                    kind,
+                    limit,
+                    json,
+                },
+        } => ctl::outbox_list(&settings, status.as_deref(), kind.as_deref(), *limit, *json).await,
+        Command::Outbox {
+            action: Outbox::Retry(retry),
+        } => {
+            // The group lets exactly one of them through.
+            let target = match retry.id {
+                Some(id) => RetryTarget::One(id),
+                None => RetryTarget::AllFailed,
+            };
+            ctl::outbox_retry(&settings, target).await
+        }
     };
     match result {
         Ok(output) => print(&output),

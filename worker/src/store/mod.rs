@@ -6,6 +6,7 @@
 mod apply;
 mod error;
 mod lock;
+pub mod outbox_admin;
 mod pool;
 pub mod read;
 mod write;

@@ -1,8 +1,10 @@
 //! Read models of the record, for `idvctl` and for the platform's own code
-//! to copy: a subject with its sessions, and one session.
+//! to copy: a subject with its sessions and its actions, and one session.
 
 use serde::Serialize;
 use tokio_postgres::{Client, Error};
+
+use super::outbox_admin::{self, OutboxRowView};
 
 /// `idvctl session show --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,6 +34,9 @@ pub struct SubjectView {
     pub last_error_code: Option<String>,
     pub decided_by_session: Option<String>,
     pub sessions: Vec<SessionView>,
+    /// Its outbox rows and those of its sessions, oldest first: what was
+    /// or is to be done about it, and what became of each.
+    pub actions: Vec<OutboxRowView>,
 }
 
 const SESSION_COLUMNS: &str = "id, subject_key, status, last_error_code, last_error_reason, \
@@ -86,6 +91,7 @@ pub async fn subject(
         .iter()
         .map(session_view)
         .collect::<Result<_, _>>()?;
+    let actions = outbox_admin::of_subject(client, key).await?;
     Ok(Some(SubjectView {
         key: row.try_get(0)?,
         status: row.try_get(1)?,
@@ -94,5 +100,6 @@ pub async fn subject(
         last_error_code: row.try_get(3)?,
         decided_by_session: row.try_get(4)?,
         sessions,
+        actions,
     }))
 }

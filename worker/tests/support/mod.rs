@@ -1,7 +1,8 @@
 //! Helpers for the tests of the `idvctl` and `idv-worker` binaries: the
 //! commands with a cleared environment, a database and an AMQP prefix of
 //! the test's own, removed when the test ends (even when it fails), named
-//! like the tests crate's so `deploy/clean-test-debris.sh` finds leftovers.
+//! like the tests crate's so `deploy/clean-test-debris.sh` finds leftovers;
+//! outbox rows written and read back with SQL.
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
@@ -185,4 +186,70 @@ where
         }
     });
     let _ = thread.join();
+}
+
+/// In every seeded row's payload: no output of `idvctl` may show it.
+pub const PAYLOAD_TEXT: &str = "reason-about-a-person-never-shown";
+
+/// An outbox row for [`seed_outbox`] to write: kind, status, attempts,
+/// subject_key, session_id, due_at, done_at, last_error, claim_token (empty
+/// text: NULL; a claim comes with a lease of an hour).
+pub type Seed = (
+    &'static str,
+    &'static str,
+    i32,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// Writes `rows`, each with a payload holding [`PAYLOAD_TEXT`]; returns
+/// their ids in order.
+pub async fn seed_outbox(client: &tokio_postgres::Client, rows: &[Seed]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (n, (kind, status, attempts, subject, session, due, done, error, claim)) in
+        rows.iter().enumerate()
+    {
+        let row = client
+            .query_one(
+                "INSERT INTO outbox (kind, idempotency_key, subject_key, session_id, payload, \
+                   status, attempts, due_at, done_at, last_error, claim_token, claimed_until) \
+                 VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), \
+                   jsonb_build_object('reason', $5::text), $6, $7, $8::text::timestamptz, \
+                   NULLIF($9, '')::timestamptz, NULLIF($10, ''), NULLIF($11, ''), \
+                   CASE WHEN $11 = '' THEN NULL ELSE now() + interval '1 hour' END) \
+                 RETURNING id",
+                &[
+                    kind,
+                    &format!("test-key-{n}"),
+                    subject,
+                    session,
+                    &PAYLOAD_TEXT,
+                    status,
+                    attempts,
+                    due,
+                    done,
+                    error,
+                    claim,
+                ],
+            )
+            .await
+            .unwrap();
+        ids.push(row.get(0));
+    }
+    ids
+}
+
+/// Every column of every outbox row, by id: to see what a command changed.
+pub async fn outbox_snapshot(client: &tokio_postgres::Client) -> Vec<(i64, serde_json::Value)> {
+    client
+        .query("SELECT id, to_jsonb(o) FROM outbox o ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
 }
