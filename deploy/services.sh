@@ -426,6 +426,8 @@ ensure_tools() {
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  # The e-mail tests' SMTP server (tests/src/smtp.rs), for the system Python.
+  /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
   if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
   fi

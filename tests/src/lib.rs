@@ -10,6 +10,7 @@ pub mod dispatch_world;
 pub mod fixtures;
 pub mod ingest_app;
 pub mod proxy;
+pub mod smtp;
 pub mod wait;
 pub mod worker_world;
 
