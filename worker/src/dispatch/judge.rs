@@ -19,12 +19,25 @@ pub enum Verdict {
 }
 
 /// The verdict on a row of `kind` whose payload names `event_id` (a
-/// failure's), given `facts`.
-pub fn judge(kind: ActionKind, event_id: Option<&str>, facts: &Facts) -> Verdict {
+/// failure's) and `outcome`, given `facts`.
+pub fn judge(
+    kind: ActionKind,
+    event_id: Option<&str>,
+    outcome: Option<&str>,
+    facts: &Facts,
+) -> Verdict {
     let subject = facts.subject_status.as_deref();
     match kind {
-        // The platform is told every outcome, with the subject's state as
-        // it stands when the message goes (it orders them by occurred_at).
+        // A subject at its limit that verified after all (verified wins) is
+        // not reported to the platform as in manual review.
+        ActionKind::OutcomeMessage | ActionKind::OutcomeWebhook
+            if outcome == Some("manual_review") && subject != Some("manual_review") =>
+        {
+            Verdict::Supersede("the subject is not in manual review")
+        }
+        // The platform is told every other outcome, with the subject's
+        // state as it stands when the message goes (it orders them by
+        // occurred_at).
         ActionKind::OutcomeMessage | ActionKind::OutcomeWebhook => Verdict::Perform,
         ActionKind::NotifyUserVerified if subject == Some("manual_review") => {
             Verdict::Supersede("the subject is in manual review")
@@ -71,6 +84,7 @@ mod tests {
         let verdict = judge(
             ActionKind::NotifyUserRetry,
             Some("evt_1"),
+            Some("requires_input"),
             &facts("verified", "verified", "evt_2"),
         );
         assert!(matches!(verdict, Verdict::Supersede(_)));
@@ -80,11 +94,11 @@ mod tests {
     fn only_the_latest_failure_of_a_session_is_told() {
         let now = facts("requires_input", "requires_input", "evt_2");
         assert_eq!(
-            judge(ActionKind::NotifyUserRetry, Some("evt_2"), &now),
+            judge(ActionKind::NotifyUserRetry, Some("evt_2"), None, &now),
             Verdict::Perform
         );
         assert!(matches!(
-            judge(ActionKind::NotifyUserRetry, Some("evt_1"), &now),
+            judge(ActionKind::NotifyUserRetry, Some("evt_1"), None, &now),
             Verdict::Supersede(_)
         ));
     }
@@ -94,11 +108,11 @@ mod tests {
         let review = facts("manual_review", "requires_input", "evt_3");
         let verified = facts("verified", "verified", "evt_4");
         assert_eq!(
-            judge(ActionKind::NotifyUserAlternative, None, &review),
+            judge(ActionKind::NotifyUserAlternative, None, None, &review),
             Verdict::Perform
         );
         assert!(matches!(
-            judge(ActionKind::NotifyUserAlternative, None, &verified),
+            judge(ActionKind::NotifyUserAlternative, None, None, &verified),
             Verdict::Supersede(_)
         ));
     }
@@ -108,6 +122,7 @@ mod tests {
         let cancel = |session| {
             judge(
                 ActionKind::CancelStripeSession,
+                None,
                 None,
                 &facts("manual_review", session, "e"),
             )
@@ -120,10 +135,22 @@ mod tests {
     }
 
     #[test]
-    fn the_platform_is_told_every_outcome() {
+    fn the_platform_is_told_every_outcome_but_a_review_that_verified_after_all() {
         let verified = facts("verified", "verified", "evt_4");
+        let review = facts("manual_review", "requires_input", "evt_3");
         for kind in [ActionKind::OutcomeMessage, ActionKind::OutcomeWebhook] {
-            assert_eq!(judge(kind, Some("evt_1"), &verified), Verdict::Perform);
+            for outcome in ["requires_input", "verified", "canceled", "redacted"] {
+                let verdict = judge(kind, Some("evt_1"), Some(outcome), &verified);
+                assert_eq!(verdict, Verdict::Perform, "{outcome}");
+            }
+            assert!(matches!(
+                judge(kind, None, Some("manual_review"), &verified),
+                Verdict::Supersede(_)
+            ));
+            assert_eq!(
+                judge(kind, None, Some("manual_review"), &review),
+                Verdict::Perform
+            );
         }
     }
 }

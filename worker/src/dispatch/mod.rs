@@ -196,8 +196,8 @@ impl Dispatcher {
         let mark = match kind {
             None => Mark::Finished("failed", format!("unknown kind {:?}", row.kind)),
             Some(kind) => {
-                let event_id = row.payload.get("event_id").and_then(|v| v.as_str());
-                match judge::judge(kind, event_id, &facts) {
+                let text = |field| row.payload.get(field).and_then(|v| v.as_str());
+                match judge::judge(kind, text("event_id"), text("outcome"), &facts) {
                     Verdict::Supersede(why) => Mark::Finished("superseded", why.to_owned()),
                     Verdict::Wait(why) => Mark::Wait(why.to_owned()),
                     Verdict::Perform => {
