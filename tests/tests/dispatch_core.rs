@@ -2,7 +2,7 @@
 //! HTTP server as the platform's webhook: the outcome message on
 //! `idv.outcomes`, the signed webhook, retries with backoff, a permanent
 //! refusal, a claim whose dispatcher died, and two dispatchers at once.
-#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should stop the test loudly
 
 use std::time::Duration;
 
