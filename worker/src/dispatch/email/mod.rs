@@ -200,12 +200,13 @@ impl Sink for EmailSink {
 
 /// The `Message-ID` of the e-mail for the row with idempotency `key`: the
 /// same for every copy, and naming nothing: `<h@idv-pipeline>`, where `h`
-/// is the hex HMAC-SHA256 of `"0." + key` under the fixed key
-/// `idv-pipeline message-id` (the outcome webhook's signing function).
+/// is the hex SHA-256 of the key.
 pub fn message_id(key: &str) -> String {
-    let signed = shared::signature::sign_header(b"idv-pipeline message-id", key.as_bytes(), 0);
-    let digest = signed.strip_prefix("t=0,v1=").unwrap_or(&signed);
-    format!("<{digest}@idv-pipeline>")
+    use sha2::Digest as _;
+    format!(
+        "<{}@idv-pipeline>",
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    )
 }
 
 /// An SMTP failure as the dispatcher reads it: a permanent refusal (5xx)
