@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -30,6 +30,9 @@ pub struct TestBroker {
     _connection: Connection,
     /// In confirm mode: a test's publish returns once the broker has it.
     channel: Channel,
+    /// Queues a test declared besides the topology (a platform's queue on
+    /// `idv.outcomes`), deleted with it.
+    own_queues: std::sync::Mutex<Vec<String>>,
 }
 
 /// How long a test publish may wait for the broker's confirm.
@@ -68,7 +71,35 @@ impl TestBroker {
             topology,
             _connection: connection,
             channel,
+            own_queues: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// A queue of the test's own (`<prefix><name>`), bound to the
+    /// `idv.outcomes` exchange with `key`, as the platform would bind one;
+    /// deleted when the broker is dropped. Returns its name.
+    pub async fn outcomes_queue(&self, name: &str, key: &str) -> String {
+        let queue = format!("{}{name}", self.prefix);
+        self.own_queues.lock().unwrap().push(queue.clone());
+        self.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare the test's queue");
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.topology.outcomes_exchange().as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind the test's queue");
+        queue
     }
 
     pub fn channel(&self) -> &Channel {
@@ -303,16 +334,26 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         let url = self.url.clone();
         let topology = self.topology.clone();
+        let own_queues =
+            std::mem::take(&mut *self.own_queues.lock().unwrap_or_else(|e| e.into_inner()));
         crate::run_blocking_cleanup(async move {
             let Ok(connection) = Connection::connect(&url, ConnectionProperties::default()).await
             else {
                 eprintln!("could not reach RabbitMQ to delete the test topology");
                 return;
             };
-            if let Ok(channel) = connection.create_channel().await
-                && let Err(error) = topology::delete(&channel, &topology).await
-            {
-                eprintln!("could not delete the test topology: {error}");
+            if let Ok(channel) = connection.create_channel().await {
+                for queue in &own_queues {
+                    let deleted = channel
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                    if let Err(error) = deleted {
+                        eprintln!("could not delete the test queue {queue}: {error}");
+                    }
+                }
+                if let Err(error) = topology::delete(&channel, &topology).await {
+                    eprintln!("could not delete the test topology: {error}");
+                }
             }
             let _ = connection.close(200, "test done".into()).await;
         });

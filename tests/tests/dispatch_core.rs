@@ -10,8 +10,6 @@ use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::dispatch_world::*;
 use idv_tests::worker_world::*;
-use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
 use wiremock::matchers::{header_exists, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use worker::dispatch::message::OutcomeMessage;
@@ -30,6 +28,47 @@ fn failed_then_verified(user: &str, vs: &str) -> Vec<Vec<u8>> {
             session(vs, "verified", Some(user), None),
         ),
     ]
+}
+
+/// A database and a broker of the test's own, and settings that point the
+/// outcome webhook at `platform` (plus `extra`), with a migrated store.
+struct WebhookWorld {
+    _broker: TestBroker,
+    db: TestDatabase,
+    settings: worker::settings::Settings,
+    store: worker::store::Store,
+}
+
+impl WebhookWorld {
+    async fn new(platform: &MockServer, extra: &[(&str, &str)]) -> Self {
+        let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
+        let url = platform.uri();
+        let mut pairs = vec![
+            ("OUTCOME_WEBHOOK_URL", url.as_str()),
+            ("OUTCOME_WEBHOOK_SECRET", SECRET),
+        ];
+        pairs.extend(FAST_DISPATCH);
+        // Later pairs win: `extra` may point the webhook elsewhere.
+        pairs.extend(extra);
+        let settings = settings(Some(&broker), &db, &pairs);
+        let store = store(&settings).await;
+        Self {
+            _broker: broker,
+            db,
+            settings,
+            store,
+        }
+    }
+}
+
+/// The platform's webhook, answering every POST with `response`.
+async fn platform_answering(response: ResponseTemplate) -> MockServer {
+    let platform = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(response)
+        .mount(&platform)
+        .await;
+    platform
 }
 
 /// The webhook requests `server` received, as (idempotency key, message).
@@ -84,26 +123,7 @@ async fn each_outcome_is_published_to_idv_outcomes_once_with_its_key() {
     let settings = settings(Some(&broker), &db, &FAST_DISPATCH);
     let store = store(&settings).await;
     // The platform's queue, bound to every outcome.
-    let queue = format!("{}platform-outcomes", broker.prefix);
-    let channel = broker.channel();
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            broker.topology.outcomes_exchange().as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let queue = broker.outcomes_queue("platform-outcomes", "#").await;
     let (user, vs) = (unique("user_"), unique("vs_"));
     apply_each(&store, &settings, &failed_then_verified(&user, &vs)).await;
     let (dispatcher, metrics) = dispatcher(&settings).await;
@@ -154,16 +174,10 @@ async fn each_outcome_is_published_to_idv_outcomes_once_with_its_key() {
     );
     // Nothing is claimed again.
     assert_eq!(dispatch_until_idle(&dispatcher, DEADLINE).await, 0);
-    channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
 async fn the_webhook_is_signed_retried_while_down_and_delivered_once_back() {
-    let broker = TestBroker::new().await;
-    let db = TestDatabase::new().await;
     let platform = MockServer::start().await;
     // Down for the first two requests, then up.
     Mock::given(method("POST"))
@@ -181,13 +195,13 @@ async fn the_webhook_is_signed_retried_while_down_and_delivered_once_back() {
         .mount(&platform)
         .await;
     let url = format!("{}/idv", platform.uri());
-    let mut extra = vec![
-        ("OUTCOME_WEBHOOK_URL", url.as_str()),
-        ("OUTCOME_WEBHOOK_SECRET", SECRET),
-    ];
-    extra.extend(FAST_DISPATCH);
-    let settings = settings(Some(&broker), &db, &extra);
-    let store = store(&settings).await;
+    // `_broker` bound, not `..`: the topology lives until the test ends.
+    let WebhookWorld {
+        _broker,
+        db,
+        settings,
+        store,
+    } = WebhookWorld::new(&platform, &[("OUTCOME_WEBHOOK_URL", url.as_str())]).await;
     let (user, vs) = (unique("user_"), unique("vs_"));
     apply_each(&store, &settings, &failed_then_verified(&user, &vs)[..1]).await;
     let (dispatcher, _) = dispatcher(&settings).await;
@@ -211,21 +225,14 @@ async fn the_webhook_is_signed_retried_while_down_and_delivered_once_back() {
 
 #[tokio::test]
 async fn a_permanent_refusal_fails_the_row_at_once_and_the_reason_is_kept() {
-    let broker = TestBroker::new().await;
-    let db = TestDatabase::new().await;
-    let platform = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(410))
-        .mount(&platform)
-        .await;
-    let url = platform.uri();
-    let mut extra = vec![
-        ("OUTCOME_WEBHOOK_URL", url.as_str()),
-        ("OUTCOME_WEBHOOK_SECRET", SECRET),
-    ];
-    extra.extend(FAST_DISPATCH);
-    let settings = settings(Some(&broker), &db, &extra);
-    let store = store(&settings).await;
+    let platform = platform_answering(ResponseTemplate::new(410)).await;
+    // `_broker` bound, not `..`: the topology lives until the test ends.
+    let WebhookWorld {
+        _broker,
+        db,
+        settings,
+        store,
+    } = WebhookWorld::new(&platform, &[]).await;
     let (user, vs) = (unique("user_"), unique("vs_"));
     apply_each(&store, &settings, &failed_then_verified(&user, &vs)[..1]).await;
     let (dispatcher, _) = dispatcher(&settings).await;
@@ -249,22 +256,14 @@ async fn a_permanent_refusal_fails_the_row_at_once_and_the_reason_is_kept() {
 
 #[tokio::test]
 async fn a_claim_whose_dispatcher_died_is_taken_again_after_its_lease_with_the_same_key() {
-    let broker = TestBroker::new().await;
-    let db = TestDatabase::new().await;
-    let platform = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&platform)
-        .await;
-    let url = platform.uri();
-    let mut extra = vec![
-        ("OUTCOME_WEBHOOK_URL", url.as_str()),
-        ("OUTCOME_WEBHOOK_SECRET", SECRET),
-        ("DISPATCH_LEASE_SECS", "5"),
-    ];
-    extra.extend(FAST_DISPATCH);
-    let settings = settings(Some(&broker), &db, &extra);
-    let store = store(&settings).await;
+    let platform = platform_answering(ResponseTemplate::new(200)).await;
+    // `_broker` bound, not `..`: the topology lives until the test ends.
+    let WebhookWorld {
+        _broker,
+        db,
+        settings,
+        store,
+    } = WebhookWorld::new(&platform, &[("DISPATCH_LEASE_SECS", "5")]).await;
     let (user, vs) = (unique("user_"), unique("vs_"));
     apply_each(&store, &settings, &failed_then_verified(&user, &vs)[..1]).await;
     let client = db.client().await;
@@ -316,22 +315,15 @@ async fn a_claim_whose_dispatcher_died_is_taken_again_after_its_lease_with_the_s
 
 #[tokio::test]
 async fn two_dispatchers_at_once_never_perform_a_row_twice() {
-    let broker = TestBroker::new().await;
-    let db = TestDatabase::new().await;
-    let platform = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(20)))
-        .mount(&platform)
-        .await;
-    let url = platform.uri();
-    let mut extra = vec![
-        ("OUTCOME_WEBHOOK_URL", url.as_str()),
-        ("OUTCOME_WEBHOOK_SECRET", SECRET),
-        ("DISPATCH_BATCH_SIZE", "4"),
-    ];
-    extra.extend(FAST_DISPATCH);
-    let settings = settings(Some(&broker), &db, &extra);
-    let store = store(&settings).await;
+    let platform =
+        platform_answering(ResponseTemplate::new(200).set_delay(Duration::from_millis(20))).await;
+    // `_broker` bound, not `..`: the topology lives until the test ends.
+    let WebhookWorld {
+        _broker,
+        db,
+        settings,
+        store,
+    } = WebhookWorld::new(&platform, &[("DISPATCH_BATCH_SIZE", "4")]).await;
     let people = 40;
     let bodies: Vec<Vec<u8>> = (0..people)
         .flat_map(|_| failed_then_verified(&unique("user_"), &unique("vs_")))

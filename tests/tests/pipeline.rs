@@ -16,8 +16,6 @@ use idv_tests::wait::eventually;
 use idv_tests::worker_world::{
     FAST_RETRIES, RunningWorker, assert_no_message_failed, event_count, migrate, settings,
 };
-use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
 use rand::seq::SliceRandom;
 use worker::dispatch::message::OutcomeMessage;
 use worker::store::read;
@@ -117,27 +115,7 @@ async fn a_verified_person_gets_an_email_and_the_platform_a_message() {
         )
         .await
         .unwrap();
-    let queue = format!("{}platform-outcomes", broker.prefix);
-    broker
-        .channel()
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    broker
-        .channel()
-        .queue_bind(
-            queue.as_str().into(),
-            broker.topology.outcomes_exchange().as_str().into(),
-            "verified".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let queue = broker.outcomes_queue("platform-outcomes", "verified").await;
     let worker = RunningWorker::start(worker_settings).await;
     let ingest = TestIngest::spawn(&broker, &[]).await;
     for name in EVENT_FIXTURES {
@@ -169,9 +147,4 @@ async fn a_verified_person_gets_an_email_and_the_platform_a_message() {
         broker.try_get(&queue).await.is_none(),
         "one verified message"
     );
-    broker
-        .channel()
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
 }
