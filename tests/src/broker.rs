@@ -80,7 +80,10 @@ impl TestBroker {
     /// deleted when the broker is dropped. Returns its name.
     pub async fn outcomes_queue(&self, name: &str, key: &str) -> String {
         let queue = format!("{}{name}", self.prefix);
-        self.own_queues.lock().unwrap().push(queue.clone());
+        self.own_queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(queue.clone());
         self.channel
             .queue_declare(
                 queue.as_str().into(),
