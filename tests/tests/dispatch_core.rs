@@ -157,8 +157,10 @@ async fn each_outcome_is_published_to_idv_outcomes_once_with_its_key() {
             .message_id()
             .as_ref()
             .map(|id| id.to_string()),
-        Some(failure.idempotency_key.clone()),
-        "message_id is the row's idempotency key"
+        Some(worker::dispatch::outcome_exchange::message_id(
+            &failure.idempotency_key
+        )),
+        "message_id is the SHA-256 of the row's idempotency key"
     );
     assert_eq!(
         received[0].properties.delivery_mode(),
@@ -263,7 +265,7 @@ async fn a_claim_whose_dispatcher_died_is_taken_again_after_its_lease_with_the_s
         db,
         settings,
         store,
-    } = WebhookWorld::new(&platform, &[("DISPATCH_LEASE_SECS", "5")]).await;
+    } = WebhookWorld::new(&platform, &[]).await;
     let (user, vs) = (unique("user_"), unique("vs_"));
     apply_each(&store, &settings, &failed_then_verified(&user, &vs)[..1]).await;
     let client = db.client().await;
@@ -348,4 +350,40 @@ async fn two_dispatchers_at_once_never_perform_a_row_twice() {
     assert_eq!(keys.len(), people * 2, "no webhook sent twice");
     let states = outbox_states(&db.client().await, "%").await;
     assert!(states.iter().all(|s| s.status == "sent" && s.attempts == 1));
+}
+
+/// A subject key near its 255-byte limit makes idempotency keys longer
+/// than an AMQP short string: the message still goes (its `message_id` is
+/// the key's hash), and no dispatcher panics on it.
+#[tokio::test]
+async fn a_subject_key_of_the_longest_kind_is_published_like_any() {
+    let broker = TestBroker::new().await;
+    let db = TestDatabase::new().await;
+    let settings = settings(Some(&broker), &db, &FAST_DISPATCH);
+    let store = store(&settings).await;
+    let queue = broker.outcomes_queue("platform-outcomes", "#").await;
+    let user = format!("user_{}", "x".repeat(245));
+    let vs = unique("vs_");
+    let bodies: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            failed(
+                &unique("evt_"),
+                &vs,
+                &user,
+                1_700_000_000 + i,
+                "document_expired",
+            )
+        })
+        .collect();
+    apply_each(&store, &settings, &bodies).await;
+    let (dispatcher, _) = dispatcher(&settings).await;
+    dispatch_until_idle(&dispatcher, DEADLINE).await;
+    let states = outbox_states(&db.client().await, "%").await;
+    assert_eq!(states.len(), 4, "three failures and the limit: {states:#?}");
+    assert!(states.iter().all(|s| s.status == "sent"), "{states:#?}");
+    let mut routing_keys = Vec::new();
+    for _ in 0..4 {
+        routing_keys.push(broker.get(&queue, DEADLINE).await.routing_key);
+    }
+    assert!(routing_keys.contains(&"manual_review".to_owned()));
 }

@@ -30,14 +30,15 @@ ALTER TABLE outbox
 ALTER TABLE outbox ALTER COLUMN session_id DROP NOT NULL;
 
 -- Rows the worker wrote before the dispatcher existed were never
--- performed, and were derived from the path events took rather than from
--- the events (see README, "Outbox"): kinds that no longer exist are
--- superseded, the others performed as pending rows.
+-- performed, were derived from the path events took rather than from the
+-- events, and have payloads of another shape: none is performed (telling
+-- every person ever verified "you are verified" on the day of the upgrade
+-- would be wrong). They stay, superseded, as the record of what was decided.
 UPDATE outbox SET status = 'superseded', done_at = now(),
-       last_error = 'kind retired by migration V4'
- WHERE kind IN ('platform_follow_up', 'alert_reviewers', 'fetch_verified_outputs');
+       last_error = 'written before migration V4: not performed'
+ WHERE dispatched_at IS NULL;
 UPDATE outbox SET status = 'sent', done_at = dispatched_at
- WHERE dispatched_at IS NOT NULL AND status = 'pending';
+ WHERE dispatched_at IS NOT NULL;
 
 DROP INDEX outbox_pending;
 CREATE INDEX outbox_due ON outbox (due_at) WHERE status = 'pending';

@@ -25,6 +25,9 @@ pub struct Application {
     admin: TcpListener,
     /// `/readyz`'s own connection to PostgreSQL (see [`Readiness`]).
     readiness_pool: deadpool_postgres::Pool,
+    /// Built with the rest (its templates and sinks checked), unless this
+    /// process only consumes.
+    dispatcher: Option<Dispatcher>,
 }
 
 impl Application {
@@ -47,16 +50,25 @@ impl Application {
             "worker built"
         );
         let rules = Rules::from_settings(&settings);
+        let metrics = Arc::new(Metrics::default());
+        let dispatcher = if settings.dispatch.role.dispatches() {
+            let dispatcher = Dispatcher::new(&settings, pool.clone(), Arc::clone(&metrics))
+                .context("building the dispatcher")?;
+            Some(dispatcher)
+        } else {
+            None
+        };
         Ok(Self {
             context: Arc::new(Context {
                 store: Store::new(pool, rules),
                 settings,
-                metrics: Arc::new(Metrics::default()),
+                metrics,
                 health: Arc::new(Health::default()),
                 shutdown: CancellationToken::new(),
             }),
             admin,
             readiness_pool,
+            dispatcher,
         })
     }
 
@@ -96,13 +108,14 @@ impl Application {
         if !role.consumes() {
             ctx.health.dispatcher_only();
         }
-        if role.dispatches() {
-            let dispatcher = Dispatcher::new(
-                &ctx.settings,
-                ctx.store.pool().clone(),
-                Arc::clone(&ctx.metrics),
-            )?;
-            tracker.spawn(dispatcher.run(ctx.shutdown.clone()));
+        if let Some(dispatcher) = self.dispatcher {
+            let shutdown = ctx.shutdown.clone();
+            tracker.spawn(async move {
+                dispatcher.run(shutdown.clone()).await;
+                if !shutdown.is_cancelled() {
+                    tracing::error!("the dispatcher stopped before shutdown");
+                }
+            });
         }
         tracker.close();
         ctx.shutdown.cancelled().await;

@@ -32,9 +32,12 @@ const FACTS: &str = "SELECT o.id, COALESCE(s.subject_key, o.subject_key), \
        s.status, s.last_event_id, s.redacted_at IS NOT NULL, \
        j.status, j.failed_attempts, j.last_error_code, j.decided_by_session, \
        j.mismatch_session IS NOT NULL, \
-       to_char(to_timestamp(COALESCE((o.payload->>'occurred_at')::int8, j.last_error_created, \
-         extract(epoch FROM o.created_at)::int8)) AT TIME ZONE 'UTC', \
-         'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+       to_char(to_timestamp(LEAST(GREATEST(COALESCE((o.payload->>'occurred_at')::int8, \
+         j.last_error_created, extract(epoch FROM o.created_at)::int8), 0), 253402300799)) \
+         AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+       COALESCE(j.blocked, false), \
+       EXISTS (SELECT 1 FROM outbox c WHERE c.session_id = o.session_id \
+         AND c.kind = 'compare_verified_outputs' AND c.status = 'pending') \
      FROM outbox o \
      LEFT JOIN sessions s ON s.id = o.session_id \
      LEFT JOIN subjects j ON j.key = COALESCE(s.subject_key, o.subject_key) \
@@ -72,7 +75,9 @@ pub struct Claimed {
     pub created_at: std::time::SystemTime,
 }
 
-/// What is true of a row's session and subject now.
+/// What is true of a row's session and subject now. (`occurred_at` is
+/// clamped to years 1970 to 9999: an event's `created` is not checked,
+/// and one out of range must not fail the facts of a whole batch.)
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub subject: Option<String>,
@@ -88,6 +93,11 @@ pub struct Facts {
     /// RFC 3339, UTC: the event's time, or the subject's last failure for
     /// a limit row.
     pub occurred_at: String,
+    /// The subject is at its limit now (counted failures, a blocking code
+    /// or a mismatch).
+    pub at_limit: bool,
+    /// The session's verified outputs are still to be compared.
+    pub comparison_pending: bool,
 }
 
 /// Claims up to `limit` due rows for `lease`, under `token`.
@@ -117,23 +127,32 @@ pub async fn claim(
         .collect()
 }
 
-/// The facts of each of `ids`, by id.
-pub async fn facts(client: &Client, ids: &[i64]) -> Result<HashMap<i64, Facts>, Error> {
+/// The facts of each of `ids`, by id (`max_failed_attempts`: the limit).
+pub async fn facts(
+    client: &Client,
+    ids: &[i64],
+    max_failed_attempts: i32,
+) -> Result<HashMap<i64, Facts>, Error> {
     let statement = client.prepare_cached(FACTS).await?;
     let rows = client.query(&statement, &[&ids]).await?;
     rows.iter()
         .map(|row| {
+            let failed_attempts = row.try_get::<_, Option<i32>>(6)?.unwrap_or(0);
+            let blocked: bool = row.try_get(11)?;
+            let mismatch = row.try_get::<_, Option<bool>>(9)?.unwrap_or(false);
             let facts = Facts {
                 subject: row.try_get(1)?,
                 session_status: row.try_get(2)?,
                 session_last_event: row.try_get(3)?,
                 session_redacted: row.try_get::<_, Option<bool>>(4)?.unwrap_or(false),
                 subject_status: row.try_get(5)?,
-                failed_attempts: row.try_get::<_, Option<i32>>(6)?.unwrap_or(0),
+                failed_attempts,
                 last_error_code: row.try_get(7)?,
                 decided_by: row.try_get(8)?,
-                mismatch: row.try_get::<_, Option<bool>>(9)?.unwrap_or(false),
+                mismatch,
                 occurred_at: row.try_get::<_, Option<String>>(10)?.unwrap_or_default(),
+                at_limit: failed_attempts >= max_failed_attempts || blocked || mismatch,
+                comparison_pending: row.try_get(12)?,
             };
             Ok((row.try_get(0)?, facts))
         })
@@ -150,7 +169,8 @@ pub enum Mark {
         after: Duration,
         error: String,
     },
-    Wait(String),
+    /// Due again after the duration; no attempt spent.
+    Wait(String, Duration),
 }
 
 /// Marks row `id`; `false` if the claim `token` no longer holds it (its
@@ -173,9 +193,9 @@ pub async fn mark(client: &Client, id: i64, token: &str, mark: &Mark) -> Result<
                 .execute(&statement, &[&id, &token, &after.as_secs_f64(), error])
                 .await?
         }
-        Mark::Wait(why) => {
+        Mark::Wait(why, recheck) => {
             let statement = client.prepare_cached(WAIT).await?;
-            let recheck = WAIT_RECHECK.as_secs_f64();
+            let recheck = recheck.as_secs_f64();
             client
                 .execute(&statement, &[&id, &token, why, &recheck])
                 .await?

@@ -2,6 +2,9 @@
 //! follow from the events, but what the person is told follows from what
 //! is true now. Pure: the facts are read by the dispatcher.
 
+use std::time::Duration;
+
+use super::claim::WAIT_RECHECK;
 use crate::domain::outbox::ActionKind;
 
 use super::claim::Facts;
@@ -12,11 +15,16 @@ pub enum Verdict {
     Perform,
     /// Recorded, not performed: what it would say is no longer true.
     Supersede(&'static str),
-    /// Not yet: a cancel whose session is not in `requires_input` at the
-    /// moment (Stripe cancels only there). Due again when an event moves
-    /// the session there, or after [`super::claim::WAIT_RECHECK`].
-    Wait(&'static str),
+    /// Not yet, for a reason that passes: judged again after the duration
+    /// (a cancel whose session is not in `requires_input` at the moment,
+    /// which Stripe cancels only there, is also due again when an event
+    /// moves the session there).
+    Wait(&'static str, Duration),
 }
+
+/// How long "you are verified" waits for the comparison of its session's
+/// verified outputs, which may yet say otherwise.
+pub const COMPARISON_WAIT: Duration = Duration::from_secs(10);
 
 /// The verdict on a row of `kind` whose payload names `event_id` (a
 /// failure's) and `outcome`, given `facts`.
@@ -42,6 +50,10 @@ pub fn judge(
         ActionKind::NotifyUserVerified if subject == Some("manual_review") => {
             Verdict::Supersede("the subject is in manual review")
         }
+        ActionKind::NotifyUserVerified if facts.comparison_pending => Verdict::Wait(
+            "waiting for the comparison of the verified outputs",
+            COMPARISON_WAIT,
+        ),
         ActionKind::NotifyUserVerified | ActionKind::CompareVerifiedOutputs => Verdict::Perform,
         ActionKind::NotifyUserRetry => {
             if subject != Some("requires_input") {
@@ -56,12 +68,19 @@ pub fn judge(
             Verdict::Supersede("the subject is not in manual review")
         }
         ActionKind::NotifyUserAlternative => Verdict::Perform,
+        // The session moved to a person who is not at the limit.
+        ActionKind::CancelStripeSession if !facts.at_limit => {
+            Verdict::Supersede("the session's person is not at the limit")
+        }
         ActionKind::CancelStripeSession => match facts.session_status.as_deref() {
             Some("verified") => Verdict::Supersede("the session is verified"),
             Some("canceled") => Verdict::Supersede("the session is canceled"),
             // A new session is `requires_input` at Stripe.
             Some("requires_input" | "created") => Verdict::Perform,
-            _ => Verdict::Wait("waiting for the session to come back to requires_input"),
+            _ => Verdict::Wait(
+                "waiting for the session to come back to requires_input",
+                WAIT_RECHECK,
+            ),
         },
     }
 }
@@ -75,8 +94,29 @@ mod tests {
             subject_status: Some(subject.to_owned()),
             session_status: Some(session.to_owned()),
             session_last_event: Some(last.to_owned()),
+            at_limit: subject == "manual_review",
             ..Facts::default()
         }
+    }
+
+    #[test]
+    fn a_cancel_for_a_person_not_at_the_limit_is_superseded() {
+        let mut moved = facts("requires_input", "requires_input", "evt_1");
+        moved.at_limit = false;
+        assert!(matches!(
+            judge(ActionKind::CancelStripeSession, None, None, &moved),
+            Verdict::Supersede(_)
+        ));
+    }
+
+    #[test]
+    fn you_are_verified_waits_for_the_comparison() {
+        let mut verified = facts("verified", "verified", "evt_1");
+        verified.comparison_pending = true;
+        let judged = |facts: &Facts| judge(ActionKind::NotifyUserVerified, None, None, facts);
+        assert!(matches!(judged(&verified), Verdict::Wait(..)));
+        verified.comparison_pending = false;
+        assert_eq!(judged(&verified), Verdict::Perform);
     }
 
     #[test]
@@ -129,7 +169,7 @@ mod tests {
         };
         assert_eq!(cancel("requires_input"), Verdict::Perform);
         assert_eq!(cancel("created"), Verdict::Perform);
-        assert!(matches!(cancel("processing"), Verdict::Wait(_)));
+        assert!(matches!(cancel("processing"), Verdict::Wait(..)));
         assert!(matches!(cancel("verified"), Verdict::Supersede(_)));
         assert!(matches!(cancel("canceled"), Verdict::Supersede(_)));
     }

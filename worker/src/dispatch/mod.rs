@@ -14,7 +14,7 @@ pub mod claim;
 pub mod email;
 pub mod judge;
 pub mod message;
-mod outcome_exchange;
+pub mod outcome_exchange;
 pub mod outcome_webhook;
 pub mod settings;
 pub mod sink;
@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use futures_util::FutureExt as _;
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -179,7 +180,7 @@ impl Dispatcher {
             return Ok(Pass::default());
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let mut facts = claim::facts(&client, &ids).await?;
+        let mut facts = claim::facts(&client, &ids, self.max_failed_attempts).await?;
         drop(client);
         let claimed = rows.len();
         let jobs = rows.into_iter().map(|row| {
@@ -199,7 +200,7 @@ impl Dispatcher {
                 let text = |field| row.payload.get(field).and_then(|v| v.as_str());
                 match judge::judge(kind, text("event_id"), text("outcome"), &facts) {
                     Verdict::Supersede(why) => Mark::Finished("superseded", why.to_owned()),
-                    Verdict::Wait(why) => Mark::Wait(why.to_owned()),
+                    Verdict::Wait(why, recheck) => Mark::Wait(why.to_owned(), recheck),
                     Verdict::Perform => {
                         let message = OutcomeMessage::new(&row, &facts, self.max_failed_attempts);
                         let job = Job {
@@ -218,7 +219,7 @@ impl Dispatcher {
             Mark::Sent => "sent",
             Mark::Finished(status, _) => status,
             Mark::Retry { .. } => "retried",
-            Mark::Wait(_) => "waiting",
+            Mark::Wait(..) => "waiting",
         };
         let kind_label = kind.map_or("unknown", ActionKind::as_str);
         self.metrics
@@ -252,8 +253,11 @@ impl Dispatcher {
             };
         };
         let limit = self.settings.lease / 2;
-        match tokio::time::timeout(limit, sink.perform(job)).await {
-            Ok(performed) => performed,
+        // A sink that panics fails its row, not the dispatcher.
+        let performed = std::panic::AssertUnwindSafe(sink.perform(job)).catch_unwind();
+        match tokio::time::timeout(limit, performed).await {
+            Ok(Ok(performed)) => performed,
+            Ok(Err(_)) => Performed::Failed(format!("the {} action panicked", job.kind)),
             Err(_) => Performed::Retry {
                 error: format!("cut off after {limit:?}"),
                 after: None,
@@ -266,6 +270,7 @@ impl Dispatcher {
             Performed::Done => Mark::Sent,
             Performed::Skipped(why) => Mark::Finished("skipped", why),
             Performed::Failed(error) => Mark::Finished("failed", error),
+            Performed::Wait(why) => Mark::Wait(why, claim::WAIT_RECHECK),
             Performed::Retry { error, .. } if row.attempts >= self.settings.max_attempts => {
                 Mark::Finished(
                     "failed",

@@ -1,6 +1,7 @@
 //! Tell the platform, on the broker: the outcome message published with
 //! publisher confirms to the `idv.outcomes` topic exchange, routing key =
-//! the outcome, `message_id` = the idempotency key. Unroutable messages are
+//! the outcome, `message_id` = the SHA-256 of the idempotency key (whole in
+//! the body). Unroutable messages are
 //! not an error: the platform binds the queues it wants.
 
 use futures_util::FutureExt as _;
@@ -58,7 +59,7 @@ impl OutcomeExchange {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(job.row.idempotency_key.as_str()))
+            .with_message_id(ShortString::from(message_id(&job.row.idempotency_key)))
             .with_type(ShortString::from("idv.outcome.v1"));
         let result = async {
             channel
@@ -78,6 +79,15 @@ impl OutcomeExchange {
         }
         result
     }
+}
+
+/// The `message_id`: the hex SHA-256 of the idempotency key, the same on
+/// every copy. Not the key itself: an AMQP short string holds 255 bytes,
+/// and a key (a subject key of up to 255 bytes and a suffix) may not fit.
+/// The body carries the key whole.
+pub fn message_id(idempotency_key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(idempotency_key.as_bytes()))
 }
 
 impl Sink for OutcomeExchange {

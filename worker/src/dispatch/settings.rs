@@ -88,18 +88,34 @@ pub struct DispatchSettings {
 
 impl DispatchSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let lease = Duration::from_secs(env.number_or("DISPATCH_LEASE_SECS", 60, 2..=3600)?);
+        // Every action is cut off at half the lease; an e-mail conversation
+        // takes up to 10 s and a mark up to the pool's wait, so 30 s at least.
+        let lease = Duration::from_secs(env.number_or("DISPATCH_LEASE_SECS", 60, 30..=3600)?);
         let http_timeout = Duration::from_millis(env.number_or(
             "DISPATCH_HTTP_TIMEOUT_MS",
             10_000,
             100..=600_000,
         )?);
-        if http_timeout * 2 > lease {
+        if http_timeout * 3 > lease {
             return Err(invalid(
                 "DISPATCH_HTTP_TIMEOUT_MS",
-                "at most half of DISPATCH_LEASE_SECS, so that no claim runs out while its action runs",
+                "at most a third of DISPATCH_LEASE_SECS, so that no claim runs out while its action runs",
                 Some(&http_timeout.as_millis().to_string()),
             ));
+        }
+        for (alone, needs) in [
+            ("OUTCOME_WEBHOOK_SECRET", "OUTCOME_WEBHOOK_URL"),
+            ("EMAIL_FROM", "SMTP_URL"),
+            ("EMAIL_TEMPLATES_DIR", "SMTP_URL"),
+            ("STRIPE_API_BASE", "STRIPE_API_KEY"),
+        ] {
+            if env.optional(alone).is_some() && env.optional(needs).is_none() {
+                return Err(invalid(
+                    alone,
+                    &format!("unset unless {needs} is set too (alone it would be ignored)"),
+                    None,
+                ));
+            }
         }
         let stripe = match env.optional("STRIPE_API_KEY") {
             None => None,
@@ -246,8 +262,11 @@ mod tests {
     fn each_bad_value_names_its_variable() {
         for pairs in [
             vec![("WORKER_ROLE", "both")],
-            vec![("DISPATCH_LEASE_SECS", "1")],
-            vec![("DISPATCH_HTTP_TIMEOUT_MS", "40000")],
+            vec![("DISPATCH_LEASE_SECS", "10")],
+            vec![("DISPATCH_HTTP_TIMEOUT_MS", "30000")],
+            vec![("OUTCOME_WEBHOOK_SECRET", "0123456789abcdef")],
+            vec![("EMAIL_FROM", "identity@example.com")],
+            vec![("STRIPE_API_BASE", "http://127.0.0.1:1")],
             vec![("IDV_EXPECTED_MATCHING", "yes")],
             vec![("IDV_EXPECTED_MATCHING", "on")],
             vec![("OUTCOME_WEBHOOK_URL", "ftp://x")],

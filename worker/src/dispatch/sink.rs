@@ -37,6 +37,10 @@ pub enum Performed {
     /// Refused for good (a 4xx other than 408 and 429): `failed` at once,
     /// for an operator to fix and re-drive with `idvctl outbox retry`.
     Failed(String),
+    /// Not possible in the other side's present state (a cancel while
+    /// Stripe has the session `processing`): waits like a judged wait, and
+    /// is no attempt.
+    Wait(String),
 }
 
 /// An action the dispatcher performs, for rows of one kind. `perform` must

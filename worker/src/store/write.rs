@@ -51,10 +51,16 @@ const DELETE_SUBJECTS: &str = "DELETE FROM subjects WHERE key = ANY($1)";
 const DELETE_LIMIT_ROWS: &str = "DELETE FROM outbox WHERE from_limit AND status = 'pending' \
      AND subject_key = ANY($1) AND NOT (idempotency_key = ANY($2)) \
      AND (claimed_until IS NULL OR claimed_until < now())";
+/// A pending limit row already there (a session's cancel, when the session
+/// moved to another person also at the limit) is moved to the subject
+/// that calls for it now, so that reconciling its old subject alone never
+/// deletes it.
 const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      (kind, idempotency_key, subject_key, session_id, payload, from_limit) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::bool[]) \
-     ON CONFLICT (idempotency_key) DO NOTHING";
+     ON CONFLICT (idempotency_key) DO UPDATE SET subject_key = EXCLUDED.subject_key \
+     WHERE outbox.from_limit AND outbox.status = 'pending' \
+     AND outbox.subject_key IS DISTINCT FROM EXCLUDED.subject_key";
 /// A cancel waiting for its session to come back to `requires_input`: due
 /// at once.
 const REARM_CANCELS: &str = "UPDATE outbox SET due_at = now() \

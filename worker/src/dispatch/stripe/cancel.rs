@@ -7,11 +7,18 @@
 //! A refusal (400) is read by asking Stripe for the session's status
 //! rather than by the error's wording, which Stripe does not document: a
 //! session already `canceled` or `verified` is success (nothing can be
-//! submitted to it any more); one `processing` is retried (it comes back
-//! to `requires_input` or ends verified); one still `requires_input` is a
-//! refusal for another reason, so failed (unless Stripe replayed an
-//! earlier refusal saved under the same idempotency key, which is
-//! retried: see the README).
+//! submitted to it any more); one `processing` waits (no attempt) until it
+//! comes back to `requires_input` or ends verified; one still
+//! `requires_input` is a refusal for another reason, so failed (unless
+//! Stripe replayed an earlier refusal saved under the same idempotency key,
+//! which is retried).
+//!
+//! The `Idempotency-Key` is the row's key and the session's last applied
+//! event ([`cancel_key`]): a repeat after a crash carries the same key, and
+//! a cancel Stripe refused while it had the session `processing` gets a new
+//! one once an event brings the session back, instead of Stripe's saved
+//! refusal (kept for 24 hours). A cancel is idempotent by nature: a second
+//! one is refused and read as done through the session's status.
 
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
@@ -44,7 +51,7 @@ impl CancelSession {
         let path = session_path(job.row.session_id.as_deref())?;
         let answer = self
             .client
-            .post(&format!("{path}/cancel"), &[], &job.row.idempotency_key)
+            .post(&format!("{path}/cancel"), &[], &cancel_key(job))
             .await?;
         if answer.status != 400 {
             return Ok(answer.performed(WHAT));
@@ -57,10 +64,9 @@ impl CancelSession {
         let status = session.json::<Status>()?.status;
         Ok(match status.as_deref() {
             Some("canceled" | "verified") => Performed::Done,
-            Some("processing") => Performed::Retry {
-                error: format!("{refused}: the session is processing at Stripe"),
-                after: None,
-            },
+            Some("processing") => {
+                Performed::Wait(format!("{refused}: the session is processing at Stripe"))
+            }
             Some("requires_input") if answer.replayed => Performed::Retry {
                 error: format!(
                     "{refused}: replayed for this idempotency key, though the session is \
@@ -73,6 +79,15 @@ impl CancelSession {
             }
             _ => Performed::Failed(format!("{refused}, and the session's status is unknown")),
         })
+    }
+}
+
+/// The cancel's `Idempotency-Key`: the row's key and the last event our
+/// record applied to the session.
+pub fn cancel_key(job: &Job) -> String {
+    match &job.facts.session_last_event {
+        Some(event) => format!("{}:{event}", job.row.idempotency_key),
+        None => job.row.idempotency_key.clone(),
     }
 }
 
