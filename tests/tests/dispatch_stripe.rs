@@ -704,3 +704,41 @@ async fn two_dispatchers_never_send_one_cancel_twice() {
         "a cancel sent twice: {per_session:?}"
     );
 }
+
+/// A person told of a manual review, who then verified in another session
+/// whose outputs do not match: the mismatch is news, and the platform is
+/// told of the manual review again, under a key of its own.
+#[tokio::test]
+async fn a_mismatch_after_a_manual_review_was_told_is_told_again() {
+    let world = World::new(&[("IDV_EXPECTED_MATCHING", "on")]).await;
+    world.cancels_succeed().await;
+    let (user, failed_vs, verified_vs) = (unique("user_"), unique("vs_f"), unique("vs_v"));
+    world
+        .apply(&failures("mm", &failed_vs, &user, 1_700_000_000, 3))
+        .await;
+    let dispatcher = world.dispatcher().await;
+    dispatch_until_idle(&dispatcher, DEADLINE).await;
+    let limit_told = format!("{user}:manual_review:outcome_message");
+    assert_eq!(world.row(&limit_told).await.0, "sent");
+
+    expect(&world, &user, "Ada", "Lovelace", "1815-12-10").await;
+    verified_outputs(&world, &verified_vs, "Ada", "Lovelace", [1815, 12, 11]).await;
+    world
+        .apply(&[event(
+            &unique("evt_v"),
+            "verified",
+            1_700_000_100,
+            session(&verified_vs, "verified", Some(&user), None),
+        )])
+        .await;
+    dispatch_until_idle(&dispatcher, DEADLINE).await;
+    let again = format!("{user}:mismatch:{verified_vs}:outcome_message");
+    assert_eq!(world.row(&again).await.0, "sent");
+    let told = world.told.0.lock().unwrap().clone();
+    let reviews: Vec<&String> = told
+        .iter()
+        .filter(|(_, outcome, _)| outcome == "manual_review")
+        .map(|(key, ..)| key)
+        .collect();
+    assert_eq!(reviews, [&limit_told, &again], "{told:?}");
+}

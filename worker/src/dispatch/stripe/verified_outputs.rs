@@ -39,6 +39,9 @@ const RECORD_CHECK: &str = "INSERT INTO verified_output_checks \
      (session_id, subject_key, matched, differing) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (session_id) DO UPDATE SET subject_key = EXCLUDED.subject_key, \
      matched = EXCLUDED.matched, differing = EXCLUDED.differing, checked_at = now()";
+/// Which of the subject's limit rows were already performed or superseded.
+const DONE_ALREADY: &str = "SELECT idempotency_key FROM outbox \
+     WHERE idempotency_key = ANY($1) AND status <> 'pending'";
 /// As the worker writes them (`store::write`).
 const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      (kind, idempotency_key, subject_key, session_id, payload, from_limit) \
@@ -274,7 +277,26 @@ impl CompareVerifiedOutputs {
                 .collect::<Result<_, _>>()
                 .map_err(db)?;
             let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
-            let rows = outbox::limit_rows(self.sinks, subject, &sessions);
+            let mut rows = outbox::limit_rows(self.sinks, subject, &sessions);
+            // The subject was told of a manual review already (or that was
+            // superseded: it verified since). The mismatch is news: told
+            // again, under keys of its own, which the worker's
+            // reconciliation leaves alone (not limit rows).
+            let keys: Vec<&str> = rows.iter().map(|r| r.idempotency_key.as_str()).collect();
+            let done: Vec<String> = tx
+                .query(DONE_ALREADY, &[&keys])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
+            for row in &mut rows {
+                if row.session_id.is_none() && done.contains(&row.idempotency_key) {
+                    row.idempotency_key = format!("{subject}:mismatch:{session_id}:{}", row.kind);
+                    row.from_limit = false;
+                }
+            }
             let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
             let keys: Vec<&str> = rows.iter().map(|r| r.idempotency_key.as_str()).collect();
             let subjects: Vec<Option<&str>> =
