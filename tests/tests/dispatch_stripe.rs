@@ -742,3 +742,61 @@ async fn a_mismatch_after_a_manual_review_was_told_is_told_again() {
         .collect();
     assert_eq!(reviews, [&limit_told, &again], "{told:?}");
 }
+
+/// The race between a dispatcher judging a cancel "wait" (its session
+/// processing) and the worker applying the event that brings the session
+/// back to `requires_input` in between: the wait recorded afterwards makes
+/// the row due at once, not in five minutes.
+#[tokio::test]
+async fn a_cancel_re_armed_while_it_was_judged_is_due_at_once() {
+    let world = World::new(&[]).await;
+    let (user, open, busy) = (unique("user_"), unique("vs_open"), unique("vs_busy"));
+    let t = 1_700_000_000;
+    let mut bodies = vec![event(
+        &unique("evt_p"),
+        "processing",
+        t,
+        session(&busy, "processing", Some(&user), None),
+    )];
+    bodies.extend(failures("race", &open, &user, t + 1, 3));
+    world.apply(&bodies).await;
+    let key = cancel_key(&busy);
+    let pool = worker::store::connect_pool(&world.settings.database_url, 1)
+        .await
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    // A dispatcher claims every due row, reads the facts (busy: processing)…
+    let claimed = claim::claim(&client, 100, Duration::from_secs(60), "judging")
+        .await
+        .unwrap();
+    let row = claimed
+        .iter()
+        .find(|r| r.idempotency_key == key)
+        .expect("the busy session's cancel is claimed");
+    // …the worker applies the event that brings the session back…
+    world
+        .apply(&[event(
+            &unique("evt_r"),
+            "requires_input",
+            t + 10,
+            session(&busy, "requires_input", Some(&user), None),
+        )])
+        .await;
+    // …and the dispatcher records the wait it judged on the older state.
+    let wait = Mark::Wait("processing".to_owned(), claim::WAIT_RECHECK);
+    assert!(
+        claim::mark(&client, row.id, "judging", &wait)
+            .await
+            .unwrap()
+    );
+    let due_now: bool = world
+        .client
+        .query_one(
+            "SELECT due_at <= now() FROM outbox WHERE idempotency_key = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(due_now, "the re-armed cancel is due at once");
+}

@@ -24,7 +24,10 @@ ALTER TABLE outbox
     -- A row a subject at its limit calls for (tell the platform and the
     -- person, cancel each session): reconciled with the subject's state, so
     -- a pending one its state no longer calls for is deleted.
-    ADD COLUMN from_limit boolean NOT NULL DEFAULT false;
+    ADD COLUMN from_limit boolean NOT NULL DEFAULT false,
+    -- A cancel re-armed by an event while a dispatcher held it: the wait
+    -- that dispatcher records becomes "due now".
+    ADD COLUMN rearmed boolean NOT NULL DEFAULT false;
 
 -- Subject-level rows (the limit reached) name no session of their own.
 ALTER TABLE outbox ALTER COLUMN session_id DROP NOT NULL;

@@ -21,7 +21,7 @@ const CLAIM: &str = "WITH due AS ( \
           AND (claimed_until IS NULL OR claimed_until < now()) \
         ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
      UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2::float8), \
-            claim_token = $3, attempts = o.attempts + 1 \
+            claim_token = $3, attempts = o.attempts + 1, rearmed = false \
        FROM due WHERE o.id = due.id \
      RETURNING o.id, o.kind, o.idempotency_key, o.subject_key, o.session_id, o.payload, \
                o.attempts, o.created_at";
@@ -54,7 +54,12 @@ const RETRY: &str = "UPDATE outbox SET due_at = now() + make_interval(secs => $3
 /// A wait is not an attempt: the row is due again when an event moves its
 /// session back (the worker re-arms it), or after [`WAIT_RECHECK`] in any
 /// case, which also covers an event applied while this row was judged.
-const WAIT: &str = "UPDATE outbox SET due_at = now() + make_interval(secs => $4::float8), \
+///
+/// A row the worker re-armed while it was claimed (an event moved its
+/// session after the facts were read) is due at once instead: the UPDATE
+/// waits for the worker's row lock and then reads the row as committed.
+const WAIT: &str = "UPDATE outbox SET due_at = CASE WHEN rearmed THEN now() \
+     ELSE now() + make_interval(secs => $4::float8) END, rearmed = false, \
      attempts = attempts - 1, last_error = $3, claimed_until = NULL, claim_token = NULL \
      WHERE id = $1 AND claim_token = $2";
 

@@ -62,10 +62,12 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      WHERE outbox.from_limit AND outbox.status = 'pending' \
      AND outbox.subject_key IS DISTINCT FROM EXCLUDED.subject_key";
 /// A cancel waiting for its session to come back to `requires_input`: due
-/// at once.
-const REARM_CANCELS: &str = "UPDATE outbox SET due_at = now() \
+/// at once; and one a dispatcher holds now is marked `rearmed`, so that a
+/// wait it is about to record (judged on the state before this event)
+/// becomes "due now" instead.
+const REARM_CANCELS: &str = "UPDATE outbox SET due_at = LEAST(due_at, now()), rearmed = true \
      WHERE session_id = ANY($1) AND kind = 'cancel_stripe_session' \
-     AND status = 'pending' AND due_at > now()";
+     AND status = 'pending' AND (due_at > now() OR claimed_until > now())";
 const REDACT: [&str; 3] = [
     "UPDATE sessions SET redacted_at = COALESCE(redacted_at, now()), \
      last_error_reason = NULL, updated_at = now() WHERE id = ANY($1)",
