@@ -98,31 +98,15 @@ impl Settings {
             max_body_bytes,
             body_budget_bytes,
             // actix bounds only the head; Stripe sends the body at once.
-            body_timeout: Duration::from_millis(env.number_or(
-                "INGEST_BODY_TIMEOUT_MS",
-                5_000,
-                100..=60_000,
-            )?),
-            head_timeout: Duration::from_millis(env.number_or(
-                "INGEST_HEAD_TIMEOUT_MS",
-                3_000,
-                100..=60_000,
-            )?),
+            body_timeout: env.millis_or("INGEST_BODY_TIMEOUT_MS", 5_000, 100..=60_000)?,
+            head_timeout: env.millis_or("INGEST_HEAD_TIMEOUT_MS", 3_000, 100..=60_000)?,
             max_connections: to_usize(env.number_or(
                 "INGEST_MAX_CONNECTIONS",
                 1_024,
                 1..=65_536,
             )?),
-            shutdown_delay: Duration::from_millis(env.number_or(
-                "INGEST_SHUTDOWN_DELAY_MS",
-                3_000,
-                0..=60_000,
-            )?),
-            publish_timeout: Duration::from_millis(env.number_or(
-                "INGEST_PUBLISH_TIMEOUT_MS",
-                5_000,
-                10..=60_000,
-            )?),
+            shutdown_delay: env.millis_or("INGEST_SHUTDOWN_DELAY_MS", 3_000, 0..=60_000)?,
+            publish_timeout: env.millis_or("INGEST_PUBLISH_TIMEOUT_MS", 5_000, 10..=60_000)?,
             // One unconfirmed publish per channel: the channels are the
             // concurrency. RabbitMQ allows 2047 channels per connection.
             publish_channels: to_usize(env.number_or("INGEST_PUBLISH_CHANNELS", 32, 1..=256)?),

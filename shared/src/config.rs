@@ -124,6 +124,30 @@ impl Env {
             Err(invalid(name, &expected, Some(&value.to_string())))
         }
     }
+
+    /// A duration in milliseconds (a variable named `…_MS`), as
+    /// [`number_or`](Self::number_or) checks it.
+    pub fn millis_or(
+        &self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<std::time::Duration, ConfigError> {
+        self.number_or(name, default, range)
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// A duration in seconds (a variable named `…_SECS`), as
+    /// [`number_or`](Self::number_or) checks it.
+    pub fn secs_or(
+        &self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<std::time::Duration, ConfigError> {
+        self.number_or(name, default, range)
+            .map(std::time::Duration::from_secs)
+    }
 }
 
 /// `AMQP_URL` (or `default` when unset), checked now so a typo stops

@@ -100,11 +100,7 @@ impl Settings {
             topology: Topology::from_env(env)?,
             consumers,
             batch_size,
-            batch_linger: Duration::from_millis(env.number_or(
-                "WORKER_BATCH_LINGER_MS",
-                2,
-                0..=1000,
-            )?),
+            batch_linger: env.millis_or("WORKER_BATCH_LINGER_MS", 2, 0..=1000)?,
             prefetch,
             retry_delays: retry_delays(env.optional("WORKER_RETRY_DELAYS"))?,
             admin_listen: env.parse_or(

@@ -90,12 +90,8 @@ impl DispatchSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         // Every action is cut off at half the lease; an e-mail conversation
         // takes up to 10 s and a mark up to the pool's wait, so 30 s at least.
-        let lease = Duration::from_secs(env.number_or("DISPATCH_LEASE_SECS", 60, 30..=3600)?);
-        let http_timeout = Duration::from_millis(env.number_or(
-            "DISPATCH_HTTP_TIMEOUT_MS",
-            10_000,
-            100..=600_000,
-        )?);
+        let lease = env.secs_or("DISPATCH_LEASE_SECS", 60, 30..=3600)?;
+        let http_timeout = env.millis_or("DISPATCH_HTTP_TIMEOUT_MS", 10_000, 100..=600_000)?;
         if http_timeout * 3 > lease {
             return Err(invalid(
                 "DISPATCH_HTTP_TIMEOUT_MS",
@@ -136,20 +132,12 @@ impl DispatchSettings {
             role: role(env)?,
             batch_size: i64::try_from(env.number_or("DISPATCH_BATCH_SIZE", 16, 1..=1000)?)
                 .unwrap_or(16),
-            poll: Duration::from_millis(env.number_or("DISPATCH_POLL_MS", 200, 10..=60_000)?),
+            poll: env.millis_or("DISPATCH_POLL_MS", 200, 10..=60_000)?,
             lease,
             max_attempts: i32::try_from(env.number_or("DISPATCH_MAX_ATTEMPTS", 10, 1..=1000)?)
                 .unwrap_or(10),
-            backoff_min: Duration::from_millis(env.number_or(
-                "DISPATCH_BACKOFF_MIN_MS",
-                1000,
-                1..=3_600_000,
-            )?),
-            backoff_max: Duration::from_secs(env.number_or(
-                "DISPATCH_BACKOFF_MAX_SECS",
-                600,
-                1..=86_400,
-            )?),
+            backoff_min: env.millis_or("DISPATCH_BACKOFF_MIN_MS", 1000, 1..=3_600_000)?,
+            backoff_max: env.secs_or("DISPATCH_BACKOFF_MAX_SECS", 600, 1..=86_400)?,
             http_timeout,
             webhook: webhook(env)?,
             email: email(env)?,
