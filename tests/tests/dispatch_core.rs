@@ -33,6 +33,7 @@ fn failed_then_verified(user: &str, vs: &str) -> Vec<Vec<u8>> {
 /// A database and a broker of the test's own, and settings that point the
 /// outcome webhook at `platform` (plus `extra`), with a migrated store.
 struct WebhookWorld {
+    /// Kept for its topology, deleted when the test ends.
     _broker: TestBroker,
     db: TestDatabase,
     settings: worker::settings::Settings,
@@ -197,17 +198,16 @@ async fn the_webhook_is_signed_retried_while_down_and_delivered_once_back() {
         .mount(&platform)
         .await;
     let url = format!("{}/idv", platform.uri());
-    // `_broker` bound, not `..`: the topology lives until the test ends.
-    let WebhookWorld {
-        _broker,
-        db,
-        settings,
-        store,
-    } = WebhookWorld::new(&platform, &[("OUTCOME_WEBHOOK_URL", url.as_str())]).await;
+    let world = WebhookWorld::new(&platform, &[("OUTCOME_WEBHOOK_URL", url.as_str())]).await;
     let (user, vs) = (unique("user_"), unique("vs_"));
-    apply_each(&store, &settings, &failed_then_verified(&user, &vs)[..1]).await;
-    let (dispatcher, _) = dispatcher(&settings).await;
-    let client = db.client().await;
+    apply_each(
+        &world.store,
+        &world.settings,
+        &failed_then_verified(&user, &vs)[..1],
+    )
+    .await;
+    let (dispatcher, _) = dispatcher(&world.settings).await;
+    let client = world.db.client().await;
     let states = dispatch_until(&dispatcher, &client, "%outcome_webhook", DEADLINE, |s| {
         s.iter().all(|s| s.status == "sent")
     })
@@ -228,18 +228,17 @@ async fn the_webhook_is_signed_retried_while_down_and_delivered_once_back() {
 #[tokio::test]
 async fn a_permanent_refusal_fails_the_row_at_once_and_the_reason_is_kept() {
     let platform = platform_answering(ResponseTemplate::new(410)).await;
-    // `_broker` bound, not `..`: the topology lives until the test ends.
-    let WebhookWorld {
-        _broker,
-        db,
-        settings,
-        store,
-    } = WebhookWorld::new(&platform, &[]).await;
+    let world = WebhookWorld::new(&platform, &[]).await;
     let (user, vs) = (unique("user_"), unique("vs_"));
-    apply_each(&store, &settings, &failed_then_verified(&user, &vs)[..1]).await;
-    let (dispatcher, _) = dispatcher(&settings).await;
+    apply_each(
+        &world.store,
+        &world.settings,
+        &failed_then_verified(&user, &vs)[..1],
+    )
+    .await;
+    let (dispatcher, _) = dispatcher(&world.settings).await;
     dispatch_until_idle(&dispatcher, DEADLINE).await;
-    let states = outbox_states(&db.client().await, "%outcome_webhook").await;
+    let states = outbox_states(&world.db.client().await, "%outcome_webhook").await;
     assert_eq!(states.len(), 1);
     assert_eq!(
         (states[0].status.as_str(), states[0].attempts),
@@ -259,19 +258,18 @@ async fn a_permanent_refusal_fails_the_row_at_once_and_the_reason_is_kept() {
 #[tokio::test]
 async fn a_claim_whose_dispatcher_died_is_taken_again_after_its_lease_with_the_same_key() {
     let platform = platform_answering(ResponseTemplate::new(200)).await;
-    // `_broker` bound, not `..`: the topology lives until the test ends.
-    let WebhookWorld {
-        _broker,
-        db,
-        settings,
-        store,
-    } = WebhookWorld::new(&platform, &[]).await;
+    let world = WebhookWorld::new(&platform, &[]).await;
     let (user, vs) = (unique("user_"), unique("vs_"));
-    apply_each(&store, &settings, &failed_then_verified(&user, &vs)[..1]).await;
-    let client = db.client().await;
+    apply_each(
+        &world.store,
+        &world.settings,
+        &failed_then_verified(&user, &vs)[..1],
+    )
+    .await;
+    let client = world.db.client().await;
     // A dispatcher claims the rows, performs the webhook and dies before
     // marking: its claim stands until the lease runs out.
-    let pool = worker::store::connect_pool(&settings.database_url, 1)
+    let pool = worker::store::connect_pool(&world.settings.database_url, 1)
         .await
         .unwrap();
     let claimed = worker::dispatch::claim::claim(
@@ -283,7 +281,7 @@ async fn a_claim_whose_dispatcher_died_is_taken_again_after_its_lease_with_the_s
     .await
     .unwrap();
     assert_eq!(claimed.len(), 2);
-    let (dispatcher, _) = dispatcher(&settings).await;
+    let (dispatcher, _) = dispatcher(&world.settings).await;
     assert_eq!(
         dispatcher.dispatch_once().await.unwrap().claimed,
         0,
@@ -319,20 +317,14 @@ async fn a_claim_whose_dispatcher_died_is_taken_again_after_its_lease_with_the_s
 async fn two_dispatchers_at_once_never_perform_a_row_twice() {
     let platform =
         platform_answering(ResponseTemplate::new(200).set_delay(Duration::from_millis(20))).await;
-    // `_broker` bound, not `..`: the topology lives until the test ends.
-    let WebhookWorld {
-        _broker,
-        db,
-        settings,
-        store,
-    } = WebhookWorld::new(&platform, &[("DISPATCH_BATCH_SIZE", "4")]).await;
+    let world = WebhookWorld::new(&platform, &[("DISPATCH_BATCH_SIZE", "4")]).await;
     let people = 40;
     let bodies: Vec<Vec<u8>> = (0..people)
         .flat_map(|_| failed_then_verified(&unique("user_"), &unique("vs_")))
         .collect();
-    apply_batch(&store, &settings, &bodies).await;
-    let (one, _) = dispatcher(&settings).await;
-    let (two, _) = dispatcher(&settings).await;
+    apply_batch(&world.store, &world.settings, &bodies).await;
+    let (one, _) = dispatcher(&world.settings).await;
+    let (two, _) = dispatcher(&world.settings).await;
     let (a, b) = tokio::join!(
         dispatch_until_idle(&one, DEADLINE),
         dispatch_until_idle(&two, DEADLINE)
@@ -348,7 +340,7 @@ async fn two_dispatchers_at_once_never_perform_a_row_twice() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), people * 2, "no webhook sent twice");
-    let states = outbox_states(&db.client().await, "%").await;
+    let states = outbox_states(&world.db.client().await, "%").await;
     assert!(states.iter().all(|s| s.status == "sent" && s.attempts == 1));
 }
 

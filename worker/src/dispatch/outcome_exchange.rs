@@ -33,51 +33,50 @@ impl OutcomeExchange {
         }
     }
 
+    /// A connection and a confirm channel on it.
+    async fn open(&self) -> Result<(Connection, Channel), lapin::Error> {
+        let connection = Connection::connect(
+            self.amqp_url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok((connection, channel))
+    }
+
     async fn publish(&self, job: &Job) -> Result<Confirmation, lapin::Error> {
         let mut link = self.link.lock().await;
-        let usable = link.as_ref().is_some_and(|(connection, channel)| {
-            connection.status().connected() && channel.status().connected()
-        });
-        if !usable {
-            let connection = Connection::connect(
-                self.amqp_url.expose_secret(),
-                ConnectionProperties::default(),
-            )
-            .await?;
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            *link = Some((connection, channel));
-        }
-        let Some((_, channel)) = link.as_ref() else {
-            return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
-                lapin::ChannelState::Closed,
-                "no channel",
-            )));
+        // Taken out while in use: a publish that fails, or is cut off
+        // (this future dropped), leaves no link behind, and the next one
+        // opens a fresh connection.
+        let (connection, channel) = match link.take() {
+            Some((connection, channel))
+                if connection.status().connected() && channel.status().connected() =>
+            {
+                (connection, channel)
+            }
+            _ => self.open().await?,
         };
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
             .with_message_id(ShortString::from(message_id(&job.row.idempotency_key)))
             .with_type(ShortString::from("idv.outcome.v1"));
-        let result = async {
-            channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    job.message.outcome.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &job.message.to_json(),
-                    properties,
-                )
-                .await?
-                .await
-        }
-        .await;
-        if result.is_err() {
-            *link = None;
-        }
-        result
+        let confirmation = channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                job.message.outcome.as_str().into(),
+                BasicPublishOptions::default(),
+                &job.message.to_json(),
+                properties,
+            )
+            .await?
+            .await?;
+        *link = Some((connection, channel));
+        Ok(confirmation)
     }
 }
 
