@@ -12,7 +12,7 @@ use idv_tests::dispatch_world::FAST_DISPATCH;
 use idv_tests::fixtures::{EVENT_FIXTURES, fixture};
 use idv_tests::ingest_app::TestIngest;
 use idv_tests::smtp::SmtpServer;
-use idv_tests::wait::eventually;
+use idv_tests::wait::{eventually, eventually_some};
 use idv_tests::worker_world::{
     FAST_RETRIES, RunningWorker, assert_no_message_failed, event_count, migrate, settings,
 };
@@ -133,7 +133,16 @@ async fn a_verified_person_gets_an_email_and_the_platform_a_message() {
         outcome.session.as_deref(),
         Some("vs_1Sk3Gh2eZvKYlo2CqR8tNw4P")
     );
-    let emails = smtp.wait_for(1, DEADLINE).await;
+    // The retry notice may come first (sent before the verified event was
+    // applied) or be superseded: wait for the "verified" one itself.
+    let emails = eventually_some(DEADLINE, "the \"You are verified\" e-mail", || async {
+        let emails = smtp.messages().await;
+        emails
+            .iter()
+            .any(|e| e.subject() == "You are verified")
+            .then_some(emails)
+    })
+    .await;
     let verified: Vec<_> = emails
         .iter()
         .filter(|e| e.subject() == "You are verified")
