@@ -20,6 +20,16 @@ pub const FAILURE_KIND: &str = "x-idv-failure-kind";
 /// Times the worker deferred this message behind a held-up person's others.
 pub const DEFERRALS: &str = "x-idv-deferrals";
 
+/// Set by `idvctl` on what it publishes again: `dead-letter:<id>` (a dead
+/// letter replayed), `resync` (an event fetched from Stripe's Events API)
+/// or [`REPLAY_FROM_INBOX`].
+pub const REPLAY: &str = "x-idv-replay";
+/// The [`REPLAY`] value of an event `idvctl events replay` took from the
+/// inbox: the worker applies its rules to it again although the inbox has
+/// seen it (a seen event changes no state; it may call for actions that
+/// were not configured, or were wrongly derived, the first time).
+pub const REPLAY_FROM_INBOX: &str = "inbox";
+
 /// AMQP delivery mode 2: the broker writes the message to disk.
 pub const PERSISTENT: u8 = 2;
 /// Every event body is Stripe's JSON, unchanged.

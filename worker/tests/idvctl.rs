@@ -53,7 +53,7 @@ async fn seeded() -> TestDb {
     assert_eq!(
         stdout(&output).trim(),
         "applied: V1__initial_schema, V2__subject_key_rank, V3__policy_decides_and_placeholders_go, \
-         V4__outbox_dispatch"
+         V4__outbox_dispatch, V5__dead_letters"
     );
     let settings = Settings::from_env(&Env::from_pairs([("DATABASE_URL", db.url.as_str())]))
         .expect("valid settings");

@@ -1,18 +1,20 @@
-//! `idvctl`: apply the schema, declare the topology, read the record,
-//! list the outbox and re-drive its failed rows.
+//! `idvctl`: apply the schema, declare the topology, read the record, see
+//! and re-drive the outbox and the dead letters, recover missed events,
+//! rehearse with signed test events, prune what is past its use.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use shared::config::Env;
+use shared::config::{ConfigError, Env};
 use shared::telemetry::{self, LogFormat};
 use worker::ctl::{self, CtlSettings, RetryTarget, UsageError};
 
 /// Operator tool for idv-pipeline. Reads DATABASE_URL, AMQP_URL, AMQP_PREFIX,
-/// IDV_MAX_FAILED_ATTEMPTS and RUST_LOG from the environment. Exit codes: 0
-/// done, 1 not found, refused (retrying a row that is not failed) or a
-/// failure, 2 bad input or a bad setting.
+/// IDV_MAX_FAILED_ATTEMPTS and RUST_LOG from the environment (and, for the
+/// commands that need them, STRIPE_API_KEY, STRIPE_API_BASE and
+/// STRIPE_WEBHOOK_SECRET). Exit codes: 0 done, 1 not found, refused,
+/// not confirmed or a failure, 2 bad input or a bad setting.
 #[derive(Debug, Parser)]
 #[command(name = "idvctl", version)]
 struct Cli {
@@ -41,6 +43,26 @@ enum Command {
         #[command(subcommand)]
         action: Outbox,
     },
+    /// Dead letters: list, replay after fixing the cause, purge.
+    Dlq {
+        #[command(subcommand)]
+        action: ctl::dlq::Command,
+    },
+    /// Events of the inbox.
+    Events {
+        #[command(subcommand)]
+        action: ctl::events::Command,
+    },
+    /// Publish the Identity events Stripe holds that the inbox has not seen.
+    Resync(ctl::resync::Resync),
+    /// Sign a realistic Identity event and POST it to ingest.
+    SendTestEvent(ctl::test_event::SendTestEvent),
+    /// Send a whole story of events and check the record the worker made.
+    Scenario(ctl::scenario::Scenario),
+    /// Create the webhook endpoint at Stripe and print its signing secret once.
+    RegisterEndpoint(ctl::register::RegisterEndpoint),
+    /// Delete inbox rows, outbox rows and dead letters past an age.
+    Prune(ctl::prune::Prune),
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,12 +150,20 @@ async fn main() -> ExitCode {
             };
             ctl::outbox_retry(&settings, target).await
         }
+        Command::Dlq { action } => ctl::dlq::run(&settings, action).await,
+        Command::Events { action } => ctl::events::run(&settings, action).await,
+        Command::Resync(args) => ctl::resync::run(&settings, &env, args).await,
+        Command::SendTestEvent(args) => ctl::test_event::run(&settings, &env, args).await,
+        Command::Scenario(args) => ctl::scenario::run(&settings, &env, args).await,
+        Command::RegisterEndpoint(args) => ctl::register::run(&settings, &env, args).await,
+        Command::Prune(args) => ctl::prune::run(&settings, args).await,
     };
     match result {
         Ok(output) => print(&output),
         Err(error) => {
             say(format_args!("{error:#}"));
-            let usage = error.downcast_ref::<UsageError>().is_some();
+            let usage = error.downcast_ref::<UsageError>().is_some()
+                || error.downcast_ref::<ConfigError>().is_some();
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
