@@ -5,11 +5,13 @@
 
 pub mod bench;
 pub mod broker;
+pub mod ctl_binary;
 pub mod database;
 pub mod dispatch_world;
 pub mod fixtures;
 pub mod ingest_app;
 pub mod proxy;
+pub mod rehearsal;
 pub mod smtp;
 pub mod wait;
 pub mod worker_world;
