@@ -18,6 +18,7 @@ pub mod republish;
 pub mod resync;
 pub mod scenario;
 pub mod since;
+pub mod stripe_api;
 pub mod terminal;
 pub mod test_event;
 pub mod text;
