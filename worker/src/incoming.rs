@@ -8,7 +8,9 @@ use crate::policy::CodeClass;
 use crate::settings::Settings;
 use crate::transition::{OrderKey, Stage};
 
+mod origin;
 mod parse_reason;
+pub use origin::Origin;
 pub use parse_reason::ParseReason;
 
 /// What an event does to its session.
@@ -54,9 +56,20 @@ pub struct Incoming {
     pub payload: serde_json::Value,
     /// Unix milliseconds when ingest received it (or when we did).
     pub received_at_ms: i64,
+    /// How it reached the worker: an inbox replay of an event the inbox
+    /// has seen derives its actions again instead of being a duplicate.
+    pub origin: Origin,
 }
 
 impl Incoming {
+    /// The event as it reached the worker by `origin` (read from the
+    /// delivery's headers, which [`parse`] does not see).
+    #[must_use]
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
     /// Its place among the session's events (`None` for `redacted`).
     pub fn order_key(&self) -> Option<OrderKey> {
         match self.kind {
@@ -186,6 +199,7 @@ pub fn parse(
         failure,
         payload,
         received_at_ms,
+        origin: Origin::Delivered,
     })
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 pub struct EventLabels {
     /// The Stripe event type (`unknown` when the body could not be read).
     pub event_type: String,
-    /// applied | stale | duplicate | redacted | retried | dead_lettered
+    /// applied | stale | duplicate | replayed | redacted | retried | dead_lettered
     pub outcome: String,
 }
 

@@ -56,10 +56,13 @@ pub struct Parsed {
     pub event: Result<Incoming, MessageFailure>,
 }
 
-/// Parses `delivery`'s body (with its receive time from ingest's header).
+/// Parses `delivery`'s body (with its receive time from ingest's header,
+/// and whether `idvctl events replay` sent it from the inbox).
 pub fn parse(ctx: &Context, delivery: Delivery) -> Parsed {
     let received = shared::envelope::received_at_ms(&delivery.properties).unwrap_or_else(now_ms);
-    let event = incoming::parse(&delivery.data, received, &ctx.settings);
+    let origin = incoming::Origin::of(&delivery.properties);
+    let event =
+        incoming::parse(&delivery.data, received, &ctx.settings).map(|e| e.with_origin(origin));
     Parsed { delivery, event }
 }
 
@@ -177,7 +180,9 @@ fn record(ctx: &Context, event: &Incoming, outcome: &EventOutcome) {
         Applied::Stale => {
             metrics.stale.inc();
         }
-        Applied::Applied | Applied::Redacted => {}
+        // Counted by the `events` family (outcome `replayed`) only: not a
+        // duplicate, though it changed no state.
+        Applied::Applied | Applied::Redacted | Applied::Replayed => {}
     }
     if let Some(code) = &outcome.counted_failure {
         metrics

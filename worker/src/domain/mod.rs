@@ -53,6 +53,11 @@ pub enum Applied {
     Duplicate,
     /// A `redacted` event: the session's personal data was erased.
     Redacted,
+    /// An inbox replay (`idvctl events replay`) of an event the inbox has
+    /// seen: no state changed, its outbox rows were derived again with the
+    /// sinks configured now (existing keys kept) and its subject's limit
+    /// rows reconciled.
+    Replayed,
 }
 
 impl Applied {
@@ -62,6 +67,7 @@ impl Applied {
             Self::Stale => "stale",
             Self::Duplicate => "duplicate",
             Self::Redacted => "redacted",
+            Self::Replayed => "replayed",
         }
     }
 }

@@ -1,18 +1,20 @@
 //! A batch applied in memory to the rows it holds locked, one event at a
 //! time in the batch's order: dedupe against the inbox (and earlier events
-//! of the batch), map the session to the best key its events name, move it
-//! forward if the event is newer, record a failed submission, recompute the
-//! subject's counters from its sessions' counted failures, derive its status
-//! and collect the side effects. The result is the rows to write; the database sees one
-//! statement per table instead of several per event. The rules are those
-//! of [`crate::transition`], which stays the only place that decides.
+//! of the batch; an inbox replay of a seen event derives its actions
+//! again instead, changing no state), map the session to the best key its
+//! events name, move it forward if the event is newer, record a failed
+//! submission, recompute the subject's counters from its sessions' counted
+//! failures, derive its status and collect the side effects. The result is
+//! the rows to write; the database sees one statement per table instead of
+//! several per event. The rules are those of [`crate::transition`], which
+//! stays the only place that decides.
 
 use std::collections::{BTreeMap, HashSet};
 
 use super::outbox::{self, OutboxRow};
 use super::state::{Advance, Counted, EventRow, Locked, SessionState, SessionWrite, SubjectState};
 use super::{Applied, EventOutcome, Rules};
-use crate::incoming::{EventKind, Failure, Incoming};
+use crate::incoming::{EventKind, Failure, Incoming, Origin};
 use crate::transition::{AttemptFacts, OrderKey, SessionSummary, Stage, SubjectStatus};
 
 /// What a batch writes, and each event's outcome in batch order.
@@ -86,19 +88,19 @@ struct Planner<'r> {
 
 impl Planner<'_> {
     /// Applies one event to the batch's state: recorded in the inbox (or
-    /// seen as a duplicate), its session mapped to a subject, a failed
+    /// seen as a duplicate, or replayed: [`Self::seen_again`]), its session mapped to a subject, a failed
     /// submission counted, the session moved forward if the event is
     /// newer, and the subject's status, counters and side effects derived
     /// again from its sessions.
     fn apply(&mut self, index: usize, event: &Incoming) -> Result<EventOutcome, PlanError> {
         let stage = match event.kind {
-            EventKind::Redacted => return Ok(self.redact(index, event)),
+            EventKind::Redacted => return self.redact(index, event),
             EventKind::Lifecycle(stage) => stage,
         };
         let key = event.order_key();
         let counted = event.failure.as_ref().filter(|f| f.class.counts());
         let Some(newer) = self.record(index, event, key.as_ref(), counted) else {
-            return Ok(EventOutcome::of(Applied::Duplicate));
+            return self.seen_again(event);
         };
         let (previous, subject_key, subject_rank) = self.map_to_subject(event);
         let remapped = previous != subject_key;
@@ -138,9 +140,9 @@ impl Planner<'_> {
 
     /// A `redacted` event: recorded (once), the session's personal data
     /// marked for erasure. Orthogonal to the lifecycle.
-    fn redact(&mut self, index: usize, event: &Incoming) -> EventOutcome {
+    fn redact(&mut self, index: usize, event: &Incoming) -> Result<EventOutcome, PlanError> {
         if !self.locked.seen.insert(event.event_id.clone()) {
-            return EventOutcome::of(Applied::Duplicate);
+            return self.seen_again(event);
         }
         self.plan.events.push(EventRow {
             index,
@@ -167,7 +169,44 @@ impl Planner<'_> {
         for row in outbox::event_rows(self.rules.sinks, event, true, subject_key.as_deref()) {
             self.push_row(row);
         }
-        EventOutcome::of(Applied::Redacted)
+        Ok(EventOutcome::of(Applied::Redacted))
+    }
+
+    /// An event whose id the inbox (or the batch) holds already: a
+    /// duplicate, unless it is an inbox replay ([`Origin::InboxReplay`]),
+    /// which derives the event's outbox rows again, with the sinks
+    /// configured now, and its subject's limit rows, and changes nothing
+    /// else. No inbox row, no session or subject write: the record is a
+    /// function of the set of events, and this one is in the set already.
+    /// The rows are those the event's first application would write today
+    /// (under the session's subject and redaction as they stand); the
+    /// rows already there keep their key, status and payload (`ON
+    /// CONFLICT`), so only the missing ones are added. The limit rows
+    /// follow the subject as stored, as after any change to it.
+    fn seen_again(&mut self, event: &Incoming) -> Result<EventOutcome, PlanError> {
+        if event.origin != Origin::InboxReplay {
+            return Ok(EventOutcome::of(Applied::Duplicate));
+        }
+        let subject_key = self
+            .locked
+            .sessions
+            .get(&event.session_id)
+            .and_then(|s| s.subject_key.clone());
+        let redacted = self.is_redacted(&event.session_id);
+        for row in outbox::event_rows(self.rules.sinks, event, redacted, subject_key.as_deref()) {
+            self.push_row(row);
+        }
+        if let Some(key) = subject_key {
+            let subject = self
+                .locked
+                .subjects
+                .get(&key)
+                .ok_or(PlanError::SubjectNotLocked)?
+                .clone();
+            let summaries = self.summaries(&key);
+            self.derive_limit_rows(&key, &subject, &summaries);
+        }
+        Ok(EventOutcome::of(Applied::Replayed))
     }
 
     /// Records `event` in the inbox: `None` if its id was seen already (a

@@ -5,6 +5,7 @@
 
 mod apply;
 mod error;
+pub mod inbox_admin;
 mod lock;
 pub mod outbox_admin;
 mod pool;

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::state::Counted;
-use crate::incoming::Failure;
+use crate::incoming::{Failure, Origin};
 use crate::policy::CodeClass;
 
 fn rules() -> Rules {
@@ -37,6 +37,7 @@ fn event(id: &str, stage: Stage, created: i64, code: Option<&str>) -> Incoming {
         }),
         payload: serde_json::json!({}),
         received_at_ms: 0,
+        origin: crate::incoming::Origin::Delivered,
     }
 }
 
@@ -270,4 +271,133 @@ fn a_redacted_copy_names_nobody_and_its_failure_waits_for_the_person() {
     let named = event("evt_b", Stage::Processing, 5, None);
     let plan = plan(&rules(), &[&named], locked).unwrap();
     assert_eq!(plan.subjects["user_1"].failed_attempts, 1);
+}
+
+/// The rows of vs_1 (of `user_1`) as `events` applied one by one left
+/// them: what an inbox replay finds locked.
+fn applied_before(events: &[&Incoming]) -> Locked {
+    let mut locked = fresh();
+    let first = plan(&rules(), events, fresh()).unwrap();
+    for event in events {
+        locked.seen.insert(event.event_id.clone());
+    }
+    let session = locked.sessions.get_mut("vs_1").unwrap();
+    session.subject_key = Some("user_1".to_owned());
+    session.subject_rank = 0;
+    if let Some(advance) = &first.sessions["vs_1"].advance {
+        session.stage = advance.stage;
+        session.has_error = advance.code.is_some();
+        session.last = Some(advance.key.clone());
+    }
+    let counted: Vec<Counted> = events
+        .iter()
+        .filter_map(|e| {
+            let failure = e.failure.as_ref()?;
+            Some(Counted {
+                event_id: e.event_id.clone(),
+                created: e.created,
+                code: failure.code.clone(),
+                blocking: false,
+            })
+        })
+        .collect();
+    locked.counted.insert("vs_1".to_owned(), counted);
+    locked
+        .subjects
+        .insert("user_1".to_owned(), first.subjects["user_1"].clone());
+    locked
+}
+
+fn keys(plan: &Plan) -> Vec<&str> {
+    plan.outbox
+        .iter()
+        .map(|r| r.idempotency_key.as_str())
+        .collect()
+}
+
+#[test]
+fn an_inbox_replay_of_a_seen_event_derives_its_rows_and_changes_no_state() {
+    let verified = event("evt_v", Stage::Verified, 20, None);
+    let locked = applied_before(&[&verified]);
+    let replayed = verified.clone().with_origin(Origin::InboxReplay);
+    let plan = plan(&rules(), &[&replayed], locked).unwrap();
+    assert_eq!(applied(&plan), [Applied::Replayed]);
+    assert!(plan.events.is_empty(), "nothing new in the inbox");
+    assert!(plan.sessions.is_empty() && plan.subjects.is_empty());
+    assert!(plan.deleted_subjects.is_empty() && plan.rearmed.is_empty());
+    assert_eq!(
+        keys(&plan),
+        [
+            "vs_1:verified:outcome_message",
+            "vs_1:verified:notify_user_verified"
+        ]
+    );
+    assert!(
+        plan.outbox
+            .iter()
+            .all(|r| r.subject_key.as_deref() == Some("user_1"))
+    );
+    // Not at the limit: its limit rows are reconciled to none.
+    assert_eq!(plan.reconciled, ["user_1"]);
+
+    // The same event delivered again without the header: a duplicate.
+    let locked = applied_before(&[&verified]);
+    let again = plan_of(&[&verified], locked);
+    assert_eq!(applied(&again), [Applied::Duplicate]);
+    assert!(again.outbox.is_empty() && again.reconciled.is_empty());
+}
+
+fn plan_of(events: &[&Incoming], locked: Locked) -> Plan {
+    plan(&rules(), events, locked).unwrap()
+}
+
+#[test]
+fn an_inbox_replay_at_the_limit_derives_the_limit_rows_with_the_sinks_of_now() {
+    let failures: Vec<Incoming> = (0..3)
+        .map(|i| {
+            event(
+                &format!("evt_f{i}"),
+                Stage::RequiresInput,
+                10 + i,
+                Some("document_expired"),
+            )
+        })
+        .collect();
+    let refs: Vec<&Incoming> = failures.iter().collect();
+    let locked = applied_before(&refs);
+    let stored = locked.subjects["user_1"].clone();
+    assert_eq!(stored.status, "manual_review");
+    let mut now = rules();
+    now.sinks.webhook = true; // configured since the failures were applied
+    let replayed = failures[1].clone().with_origin(Origin::InboxReplay);
+    let plan = plan(&now, &[&replayed], locked).unwrap();
+    assert_eq!(applied(&plan), [Applied::Replayed]);
+    assert_eq!(
+        plan.outcomes[0].counted_failure, None,
+        "counted once, before"
+    );
+    assert!(!plan.outcomes[0].reached_manual_review);
+    assert!(plan.events.is_empty() && plan.subjects.is_empty() && plan.sessions.is_empty());
+    assert_eq!(
+        keys(&plan),
+        [
+            "vs_1:requires_input:evt_f1:outcome_message",
+            "vs_1:requires_input:evt_f1:outcome_webhook",
+            "vs_1:requires_input:evt_f1:notify_user_retry",
+            "user_1:manual_review:outcome_message",
+            "user_1:manual_review:outcome_webhook",
+            "user_1:manual_review:notify_user_alternative",
+            "vs_1:cancel_stripe_session",
+        ]
+    );
+    assert_eq!(plan.reconciled, ["user_1"]);
+}
+
+#[test]
+fn an_inbox_replay_of_an_event_the_inbox_has_not_seen_applies_normally() {
+    let processing = event("evt_p", Stage::Processing, 10, None).with_origin(Origin::InboxReplay);
+    let plan = plan_of(&[&processing], fresh());
+    assert_eq!(applied(&plan), [Applied::Applied]);
+    assert_eq!(plan.events.len(), 1);
+    assert_eq!(plan.subjects["user_1"].status, "processing");
 }
