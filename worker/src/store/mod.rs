@@ -9,6 +9,7 @@ pub mod inbox_admin;
 mod lock;
 pub mod outbox_admin;
 mod pool;
+pub mod prune;
 pub mod read;
 mod write;
 
