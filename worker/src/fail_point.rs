@@ -21,6 +21,18 @@ pub fn after_commit(events: usize) {
     let _ = events;
 }
 
+/// `IDV_FAIL_ABORT_AFTER_REPLAY_CONFIRM=N`: `idvctl dlq replay` kills
+/// itself with SIGKILL right after the broker confirmed its N-th copy and
+/// before the dead letter is marked replayed.
+pub const ABORT_AFTER_REPLAY_CONFIRM: &str = "IDV_FAIL_ABORT_AFTER_REPLAY_CONFIRM";
+
+/// Called by `idvctl dlq replay` after a confirm and before the mark.
+#[inline]
+pub fn after_replay_confirm() {
+    #[cfg(feature = "fail-points")]
+    enabled::after_replay_confirm();
+}
+
 #[cfg(feature = "fail-points")]
 mod enabled {
     use std::sync::OnceLock;
@@ -43,6 +55,28 @@ mod enabled {
             "fail point: killing the process after commit {abort_at}, before the acks of its {events} events"
         );
         // This thread (the lane holding the acks) waits here for the signal.
+        kill_self();
+    }
+
+    static CONFIRMS: AtomicU64 = AtomicU64::new(0);
+    static ABORT_AT_CONFIRM: OnceLock<Option<u64>> = OnceLock::new();
+
+    pub fn after_replay_confirm() {
+        let abort_at = ABORT_AT_CONFIRM.get_or_init(|| {
+            std::env::var(super::ABORT_AFTER_REPLAY_CONFIRM)
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+        });
+        let Some(abort_at) = *abort_at else { return };
+        if CONFIRMS.fetch_add(1, Ordering::SeqCst) + 1 != abort_at {
+            return;
+        }
+        eprintln!("fail point: killing the process after confirm {abort_at}, before its mark");
+        kill_self();
+    }
+
+    /// SIGKILL to this process, as a crash: no destructor, no exit handler.
+    fn kill_self() -> ! {
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &std::process::id().to_string()])
             .status();

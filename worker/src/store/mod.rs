@@ -4,6 +4,7 @@
 //! not fail its batch.
 
 mod apply;
+pub mod dead_letters_admin;
 mod error;
 pub mod inbox_admin;
 mod lock;
