@@ -40,8 +40,9 @@ pub enum Command {
         idvctl events replay --since 2026-11-01 --type identity.verification_session.verified\n  \
         idvctl events replay --since 30d --session vs_1Sk3Gh2eZvKYlo2CqR8tNw4P --dry-run\n\n\
         Only events whose payload is still stored are replayed (a redacted session's, or one \
-        `idvctl prune` erased, are not). The bytes published are PostgreSQL's rendering of the \
-        stored JSON, not Stripe's original bytes.")]
+        `idvctl prune` erased, are not). Replay no further back than the age you prune at: an \
+        event whose actions were pruned would have them performed again. The bytes published \
+        are PostgreSQL's rendering of the stored JSON, not Stripe's original bytes.")]
     Replay(Replay),
 }
 
