@@ -250,8 +250,13 @@ fn render(report: &Report, json: bool) -> String {
         ),
         format!(
             "  kept in the inbox:      {} counted failed submissions (the attempt count is \
-             recomputed from them), {} rows an e-mail still reads its address from",
-            kept.counted_failures, kept.for_an_email
+             recomputed from them)",
+            kept.counted_failures
+        ),
+        format!(
+            "                          {} payloads an e-mail still to send or retry reads its \
+             address from",
+            kept.payloads_for_an_email
         ),
     ];
     lines.join("\n")

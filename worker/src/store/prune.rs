@@ -187,14 +187,15 @@ pub async fn batch(
     Ok((u64::try_from(done).unwrap_or(0), next))
 }
 
-/// Inbox rows older than the cutoff that stay, and why.
+/// Inbox rows older than the cutoff that stay, and why (a row may be
+/// counted under both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Kept {
     /// Counted failed submissions: the attempt count is recomputed from them.
     pub counted_failures: i64,
-    /// Others, kept whole because an e-mail still to send (or retry) may
-    /// read its address from their payload.
-    pub for_an_email: i64,
+    /// Rows whose payload stays because an e-mail still to send (or to
+    /// retry) may read its address from it.
+    pub payloads_for_an_email: i64,
 }
 
 /// The inbox rows older than `cutoff_ms` that a prune keeps.
@@ -202,13 +203,13 @@ pub async fn kept(client: &Client, cutoff_ms: i64) -> Result<Kept, Error> {
     let cutoff = cutoff_ms as f64;
     let sql = format!(
         "SELECT count(*) FILTER (WHERE t.counted_attempt), \
-         count(*) FILTER (WHERE NOT t.counted_attempt AND {NEEDED_BY_AN_EMAIL}) \
+         count(*) FILTER (WHERE t.payload IS NOT NULL AND {NEEDED_BY_AN_EMAIL}) \
          FROM events t WHERE t.received_at < {CUTOFF}"
     );
     let row = client.query_one(&sql, &[&cutoff]).await?;
     Ok(Kept {
         counted_failures: row.try_get(0)?,
-        for_an_email: row.try_get(1)?,
+        payloads_for_an_email: row.try_get(1)?,
     })
 }
 
