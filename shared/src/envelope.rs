@@ -13,6 +13,8 @@ pub const RECEIVED_AT_MS: &str = "x-received-at-ms";
 pub const ATTEMPTS: &str = "x-idv-attempts";
 /// Unix milliseconds of the first failure.
 pub const FIRST_FAILURE_AT_MS: &str = "x-idv-first-failure-at-ms";
+/// Unix milliseconds of the latest failure (the one that sent it on).
+pub const LAST_FAILURE_AT_MS: &str = "x-idv-last-failure-at-ms";
 /// Why the last attempt failed: a class and a position, never payload text.
 pub const FAILURE_REASON: &str = "x-idv-failure-reason";
 /// The failure's kind (`unparseable`, `unknown_type`, …).

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod broker;
 pub mod ctl_binary;
 pub mod database;
+pub mod dead_letters;
 pub mod dispatch_world;
 pub mod fixtures;
 pub mod ingest_app;

@@ -231,9 +231,12 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
 pub const FAST_RETRIES: (&str, &str) = ("WORKER_RETRY_DELAYS", "50ms,50ms,50ms");
 
 /// No message failed: nothing dead-lettered or waiting in a retry queue,
-/// and the workers' metrics (taken after they stopped) counted no retry and
-/// no dead letter. With [`FAST_RETRIES`], a failure would have gone all
-/// the way to the DLQ before this runs.
+/// and the workers' metrics (taken after they stopped) counted no retry,
+/// no dead letter and no message drained from the DLQ. With
+/// [`FAST_RETRIES`], a failure would have gone all the way to the DLQ
+/// before this runs. A worker drains the DLQ into `dead_letters`: call
+/// [`assert_no_dead_letters`] too, which also sees what a worker whose
+/// metrics are not here (a killed child) drained.
 pub async fn assert_no_message_failed(broker: &TestBroker, metrics: &[String]) {
     let t = &broker.topology;
     assert_eq!(
@@ -249,10 +252,18 @@ pub async fn assert_no_message_failed(broker: &TestBroker, metrics: &[String]) {
         for name in [
             "idv_worker_message_retries_total",
             "idv_worker_dead_letters_total",
+            "idv_worker_dead_letters_drained_total",
         ] {
             assert_eq!(metric_sum(text, name), 0.0, "{name}: {text}");
         }
     }
+}
+
+/// Nothing in `database`'s `dead_letters` table: no worker drained a
+/// dead letter from the DLQ (see [`assert_no_message_failed`]).
+pub async fn assert_no_dead_letters(database: &TestDatabase) {
+    let drained = crate::dead_letters::rows(&database.client().await).await;
+    assert!(drained.is_empty(), "dead letters drained: {drained:?}");
 }
 
 /// Publishes `body` to the events exchange as ingest does (routing key =

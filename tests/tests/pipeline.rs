@@ -14,7 +14,8 @@ use idv_tests::ingest_app::TestIngest;
 use idv_tests::smtp::SmtpServer;
 use idv_tests::wait::{eventually, eventually_some};
 use idv_tests::worker_world::{
-    FAST_RETRIES, RunningWorker, assert_no_message_failed, event_count, migrate, settings,
+    FAST_RETRIES, RunningWorker, assert_no_dead_letters, assert_no_message_failed, event_count,
+    migrate, settings,
 };
 use rand::seq::SliceRandom;
 use worker::dispatch::message::OutcomeMessage;
@@ -86,6 +87,7 @@ async fn signed_fixtures_posted_to_ingest_end_in_the_workers_record() {
         .assert_all_acked(&broker.topology.events_queue(), DEADLINE)
         .await;
     assert_no_message_failed(&broker, &[metrics.encode()]).await;
+    assert_no_dead_letters(&db).await;
 }
 
 /// The whole pipeline acting on outcomes: signed fixtures POSTed to ingest

@@ -78,6 +78,7 @@ async fn the_fixtures_flow_to_committed_state() {
         .assert_all_acked(&broker.topology.events_queue(), DEADLINE)
         .await;
     assert_no_message_failed(&broker, &[metrics.encode()]).await;
+    assert_no_dead_letters(&db).await;
 }
 
 /// The queues a message went through by dead-lettering, from its `x-death`
@@ -114,6 +115,8 @@ async fn a_poison_message_is_retried_then_dead_lettered_with_its_reason() {
         &[
             ("WORKER_CONSUMERS", "1"),
             ("WORKER_RETRY_DELAYS", "400ms,400ms,400ms"),
+            // This test reads the DLQ itself.
+            ("WORKER_DLQ_DRAIN", "off"),
         ],
     );
     migrate(&settings).await;
@@ -215,7 +218,12 @@ async fn a_dead_letter_reason_never_quotes_the_body() {
     let settings = settings(
         Some(&broker),
         &db,
-        &[("WORKER_CONSUMERS", "1"), FAST_RETRIES],
+        // This test reads the DLQ itself.
+        &[
+            ("WORKER_CONSUMERS", "1"),
+            FAST_RETRIES,
+            ("WORKER_DLQ_DRAIN", "off"),
+        ],
     );
     migrate(&settings).await;
     let worker = RunningWorker::start(settings).await;
@@ -353,4 +361,5 @@ async fn shutdown_commits_and_acks_the_batch_in_hand() {
         "every message is either committed and acked, or back in the queue"
     );
     assert_no_message_failed(&broker, &[metrics.encode()]).await;
+    assert_no_dead_letters(&db).await;
 }

@@ -114,4 +114,5 @@ async fn postgres_unavailable_for_a_while_then_everything_is_processed() {
     // Counters, not queue samples: a retry or a dead letter at any moment
     // of the outage would show here.
     assert_no_message_failed(&broker, &[metrics.encode()]).await;
+    assert_no_dead_letters(&db).await;
 }

@@ -125,6 +125,7 @@ async fn a_locked_subject_does_not_stop_the_others() {
         .assert_all_acked(&broker.topology.events_queue(), DEADLINE)
         .await;
     assert_no_message_failed(&broker, &[metrics.encode()]).await;
+    assert_no_dead_letters(&db).await;
     assert!(
         deferred > 0,
         "the held subject's events beyond its lane's share were deferred"

@@ -118,6 +118,7 @@ async fn a_worker_killed_between_commit_and_ack_loses_nothing_and_applies_nothin
         .assert_all_acked(&t.events_queue(), Duration::from_secs(30))
         .await;
     assert_no_message_failed(&broker, &[metrics.encode()]).await;
+    assert_no_dead_letters(&db).await;
 
     // The stream has no duplicates of its own: every duplicate the
     // survivor saw was a delivery the child committed and never acked.

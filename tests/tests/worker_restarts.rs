@@ -207,4 +207,5 @@ async fn restarts_during_a_database_outage_dead_letter_nothing() {
     worker.stop().await;
     broker.assert_all_acked(&queue, DEADLINE).await;
     assert_no_message_failed(&broker, &[metrics.encode()]).await;
+    assert_no_dead_letters(&db).await;
 }

@@ -80,6 +80,7 @@ async fn four_workers_on_a_shuffled_duplicated_stream_apply_each_event_once() {
         .assert_all_acked(&t.events_queue(), Duration::from_secs(30))
         .await;
     assert_no_message_failed(&broker, &metrics).await;
+    assert_no_dead_letters(&db).await;
     for (i, text) in metrics.iter().enumerate() {
         assert!(
             metric_sum(text, "idv_worker_events_total") > 0.0,

@@ -809,8 +809,8 @@ async fn reads_of_a_batch_use_indexes() {
     let settings = settings(None, &db, &[]);
     migrate(&settings).await;
     let client = db.client().await;
-    // 20 000 people with two sessions and ten events each, and an outbox
-    // with a pending backlog.
+    // 20 000 people with two sessions and ten events each, an outbox
+    // with a pending backlog, and dead letters.
     client
         .batch_execute(
             "INSERT INTO subjects (key) SELECT 'user_' || g FROM generate_series(1, 20000) g; \
@@ -828,6 +828,11 @@ async fn reads_of_a_batch_use_indexes() {
                  CASE WHEN g % 4 = 0 THEN 'pending' ELSE 'sent' END, \
                  CASE WHEN g % 8 = 0 THEN 'infinity'::timestamptz ELSE now() END \
                FROM generate_series(1, 100000) g; \
+             INSERT INTO dead_letters (fingerprint, session_id, routing_key, reason, kind, \
+               attempts, first_failure_at, last_failure_at, payload) \
+               SELECT sha256(g::text::bytea), 'vs_' || (g % 40000 + 1), 'k', 'r', \
+                 'unparseable', 4, now(), now(), 'x'::bytea \
+               FROM generate_series(1, 20000) g; \
              ANALYZE; \
              SET plan_cache_mode = force_generic_plan",
         )

@@ -8,6 +8,8 @@
 //!   ([`subject_key`]), a batch planned in memory and its outbox rows,
 //! - [`store`] reads, locks and writes them, one transaction per batch,
 //! - [`consume`] is the consume loop, retries and dead-lettering,
+//! - [`dead_letter`] drains the dead-letter queue into `dead_letters` and
+//!   keeps its gauges,
 //! - [`startup`] wires it together with the admin endpoint ([`admin`], [`metrics`]);
 //!   [`entry`] is `idv-worker`'s `main`.
 
@@ -23,6 +25,7 @@ pub use domain::{policy, subject_key, transition};
 pub mod admin;
 pub mod consume;
 pub mod ctl;
+pub mod dead_letter;
 pub mod dispatch;
 pub mod entry;
 pub mod fail_point;

@@ -40,6 +40,12 @@ pub struct ActionKindLabels {
     pub kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// The queue's real name, prefix included (`idv.events`, `idv.events.dlq`).
+    pub queue: String,
+}
+
 /// Every metric the worker exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -70,6 +76,15 @@ pub struct Metrics {
     pub outbox_action_seconds: Family<ActionKindLabels, Histogram>,
     /// Age of the oldest pending row that is due (not waiting for an event).
     pub outbox_oldest_pending_seconds: Gauge<f64, AtomicU64>,
+    /// DLQ messages the drain recorded in `dead_letters` and acked
+    /// (a redelivered one found there already included).
+    pub dead_letters_drained: Counter,
+    /// Rows of `dead_letters` not replayed yet (see `dead_letter::gauges`).
+    pub dead_letters_waiting: Gauge,
+    /// Age of the oldest of them, 0 if none.
+    pub dead_letter_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    /// Ready messages in the work queue and the DLQ (passive declare).
+    pub queue_messages: Family<QueueLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -172,6 +187,30 @@ impl Default for Metrics {
             "Age of the oldest pending outbox row that is due",
             outbox_oldest_pending_seconds.clone(),
         );
+        let dead_letters_drained = Counter::default();
+        registry.register(
+            "dead_letters_drained",
+            "Messages taken from the dead-letter queue into the dead_letters table (acked once committed)",
+            dead_letters_drained.clone(),
+        );
+        let dead_letters_waiting = Gauge::default();
+        registry.register(
+            "dead_letters_waiting",
+            "Dead letters in the dead_letters table not replayed yet",
+            dead_letters_waiting.clone(),
+        );
+        let dead_letter_oldest_age_seconds = Gauge::default();
+        registry.register(
+            "dead_letter_oldest_age_seconds",
+            "Age of the oldest dead letter not replayed yet (0 if none)",
+            dead_letter_oldest_age_seconds.clone(),
+        );
+        let queue_messages = Family::default();
+        registry.register(
+            "queue_messages",
+            "Messages ready in the work queue and the dead-letter queue",
+            queue_messages.clone(),
+        );
         Self {
             registry,
             events,
@@ -190,6 +229,10 @@ impl Default for Metrics {
             outbox_actions,
             outbox_action_seconds,
             outbox_oldest_pending_seconds,
+            dead_letters_drained,
+            dead_letters_waiting,
+            dead_letter_oldest_age_seconds,
+            queue_messages,
         }
     }
 }

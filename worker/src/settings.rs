@@ -45,6 +45,10 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     /// `WORKER_ADMIN_LISTEN`: `/healthz`, `/readyz`, `/metrics`.
     pub admin_listen: SocketAddr,
+    /// `WORKER_DLQ_DRAIN` (`on`, the default, or `off`): a consuming
+    /// worker drains the DLQ into the `dead_letters` table (see
+    /// [`crate::dead_letter`]); `off` leaves dead letters in the queue.
+    pub dlq_drain: bool,
     /// `IDV_MAX_FAILED_ATTEMPTS`: failed submissions before manual review.
     pub max_failed_attempts: i32,
     /// `IDV_SUBJECT_KEY`: where the subject key comes from.
@@ -108,6 +112,13 @@ impl Settings {
                 SocketAddr::from(([127, 0, 0, 1], 9465)),
                 "a socket address such as 127.0.0.1:9465",
             )?,
+            dlq_drain: match env.optional("WORKER_DLQ_DRAIN") {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(invalid("WORKER_DLQ_DRAIN", "`on` or `off`", Some(other)));
+                }
+            },
             max_failed_attempts: i32::try_from(env.number_or(
                 "IDV_MAX_FAILED_ATTEMPTS",
                 3,
@@ -202,6 +213,7 @@ mod tests {
         assert_eq!(settings.retry_delays, RETRY_DELAYS.to_vec());
         assert_eq!(settings.max_failed_attempts, 3);
         assert_eq!(settings.admin_listen.port(), 9465);
+        assert!(settings.dlq_drain);
     }
 
     #[test]
@@ -214,6 +226,7 @@ mod tests {
             ("WORKER_RETRY_DELAYS", "1s,1s,1s,1s"),
             ("WORKER_RETRY_DELAYS", "soon"),
             ("WORKER_ADMIN_LISTEN", "localhost"),
+            ("WORKER_DLQ_DRAIN", "yes"),
             ("IDV_MAX_FAILED_ATTEMPTS", "0"),
             ("IDV_EXPECTED_MATCHING", "yes"),
             ("AMQP_PREFIX", "a b"),

@@ -1,5 +1,6 @@
 //! The application: built (pool connected, topology declared, admin
 //! listener bound) before it runs, so start-up fails fast; then consumers
+//! (with the dead-letter drain and gauges beside them) and the dispatcher
 //! under one cancellation token and task tracker until shutdown.
 
 use std::net::TcpListener;
@@ -12,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::consume::{self, Context};
+use crate::dead_letter;
 use crate::dispatch::Dispatcher;
 use crate::health::{Health, Readiness};
 use crate::metrics::Metrics;
@@ -25,6 +27,9 @@ pub struct Application {
     admin: TcpListener,
     /// `/readyz`'s own connection to PostgreSQL (see [`Readiness`]).
     readiness_pool: deadpool_postgres::Pool,
+    /// The dead-letter drain's and gauges' two connections, apart from the
+    /// lanes' (see [`dead_letter`]); only where the worker consumes.
+    dead_letter_pool: Option<deadpool_postgres::Pool>,
     /// Built with the rest (its templates and sinks checked), unless this
     /// process only consumes.
     dispatcher: Option<Dispatcher>,
@@ -34,6 +39,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = store::connect_pool(&settings.database_url, settings.pool_size).await?;
         let readiness_pool = store::connect_pool(&settings.database_url, 1).await?;
+        let dead_letter_pool = if settings.dispatch.role.consumes() {
+            Some(store::lazy_pool(&settings.database_url, 2)?)
+        } else {
+            None
+        };
         declare_topology(&settings).await?;
         let admin = TcpListener::bind(settings.admin_listen)
             .with_context(|| format!("binding WORKER_ADMIN_LISTEN {}", settings.admin_listen))?;
@@ -47,6 +57,7 @@ impl Application {
             batch_size = settings.batch_size,
             batch_linger_ms = settings.batch_linger.as_millis(),
             queue = %settings.topology.events_queue(),
+            dlq_drain = settings.dlq_drain && dead_letter_pool.is_some(),
             "worker built"
         );
         let rules = Rules::from_settings(&settings);
@@ -68,6 +79,7 @@ impl Application {
             }),
             admin,
             readiness_pool,
+            dead_letter_pool,
             dispatcher,
         })
     }
@@ -104,6 +116,20 @@ impl Application {
         if role.consumes() {
             // One consumer, feeding `consumers` lanes (see `consume::lanes`).
             tracker.spawn(consume::run_consumer(Arc::clone(&ctx), 0));
+        }
+        if let Some(pool) = self.dead_letter_pool {
+            let tasks = Arc::new(dead_letter::Tasks {
+                pool,
+                amqp_url: ctx.settings.amqp_url.clone(),
+                topology: ctx.settings.topology.clone(),
+                metrics: Arc::clone(&ctx.metrics),
+                health: Arc::clone(&ctx.health),
+                shutdown: ctx.shutdown.clone(),
+            });
+            if ctx.settings.dlq_drain {
+                tracker.spawn(dead_letter::drain::run(Arc::clone(&tasks)));
+            }
+            tracker.spawn(dead_letter::gauges::run(tasks));
         }
         if !role.consumes() {
             ctx.health.dispatcher_only();

@@ -1,8 +1,8 @@
 //! Message failures: a message that cannot be applied goes to the next retry
 //! queue (its TTL, or the shorter `WORKER_RETRY_DELAYS` entry, is the
 //! delay), and after the last retry to the dead-letter exchange, with the
-//! reason, the attempt count and the first failure time in headers. The
-//! original is acked only after the broker confirmed the copy.
+//! reason, the attempt count and the first and latest failure times in
+//! headers. The original is acked only after the broker confirmed the copy.
 
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use lapin::types::{AMQPValue, LongString};
 use lapin::{Channel, message::Delivery};
 use shared::envelope::{
     ATTEMPTS as ATTEMPTS_HEADER, FAILURE_KIND as KIND_HEADER, FAILURE_REASON as REASON_HEADER,
-    FIRST_FAILURE_AT_MS as FIRST_FAILURE_HEADER, header_int,
+    FIRST_FAILURE_AT_MS as FIRST_FAILURE_HEADER, LAST_FAILURE_AT_MS as LAST_FAILURE_HEADER,
+    header_int,
 };
 use shared::topology::{RETRY_DELAYS, Topology};
 
@@ -57,6 +58,7 @@ pub async fn forward(
         FIRST_FAILURE_HEADER.into(),
         AMQPValue::LongLongInt(first_failure),
     );
+    table.insert(LAST_FAILURE_HEADER.into(), AMQPValue::LongLongInt(now_ms));
     table.insert(
         REASON_HEADER.into(),
         AMQPValue::LongString(LongString::from(failure.to_string())),

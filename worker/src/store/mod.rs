@@ -4,6 +4,7 @@
 //! not fail its batch.
 
 mod apply;
+pub mod dead_letters;
 pub mod dead_letters_admin;
 mod error;
 pub mod inbox_admin;
@@ -21,8 +22,8 @@ pub use error::{StoreError, Unavailable, error_chain};
 /// of its parameters: each must be able to find its rows through an index
 /// (`reads_of_a_batch_use_indexes`), or a batch would read whole tables
 /// that only grow.
-pub const LOOKUPS: [(&str, &str, &[&str]); 11] = {
-    let mut all = [("", "", &[] as &[&str]); 11];
+pub const LOOKUPS: [(&str, &str, &[&str]); 12] = {
+    let mut all = [("", "", &[] as &[&str]); 12];
     let mut i = 0;
     while i < lock::READS.len() {
         all[i] = lock::READS[i];
@@ -34,7 +35,7 @@ pub const LOOKUPS: [(&str, &str, &[&str]); 11] = {
     }
     all
 };
-pub use pool::{connect_pool, pg_config};
+pub use pool::{connect_pool, lazy_pool, pg_config};
 
 use std::time::Duration;
 

@@ -51,6 +51,19 @@ pub fn pg_config(url: &SecretString) -> anyhow::Result<tokio_postgres::Config> {
 
 /// A pool of `size` connections, with one taken and returned.
 pub async fn connect_pool(url: &SecretString, size: usize) -> anyhow::Result<Pool> {
+    let pool = lazy_pool(url, size)?;
+    drop(
+        pool.get()
+            .await
+            .context("connecting to the database (DATABASE_URL)")?,
+    );
+    Ok(pool)
+}
+
+/// A pool of `size` connections that connects on first use: for a task
+/// that may never need one (the dead-letter drain of a worker that never
+/// gets to consume), once [`connect_pool`] has checked `url`.
+pub fn lazy_pool(url: &SecretString, size: usize) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
         pg_config(url)?,
         NoTls,
@@ -70,10 +83,5 @@ pub async fn connect_pool(url: &SecretString, size: usize) -> anyhow::Result<Poo
         })
         .build()
         .context("building the database pool")?;
-    drop(
-        pool.get()
-            .await
-            .context("connecting to the database (DATABASE_URL)")?,
-    );
     Ok(pool)
 }

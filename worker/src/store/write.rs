@@ -1,6 +1,9 @@
 //! The writes of a batch: one statement per table (rows passed as arrays
 //! and `unnest`ed; subjects left with no session deleted after the
-//! sessions moved off them), then the erasures of sessions a `redacted` event named,
+//! sessions moved off them), then the erasures of sessions a `redacted` event named
+//! (their dead letters' payloads too, under the lock that keeps the
+//! dead-letter drain from storing one behind the erasure: see
+//! [`super::dead_letters`]),
 //! all prepared first and then sent together in one round trip, in this
 //! order (PostgreSQL runs them in the order sent, so the erasures also
 //! cover rows this batch wrote, as they would one event at a time).
@@ -9,6 +12,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Error;
 use tokio_postgres::types::ToSql;
 
+use super::dead_letters;
 use crate::domain::plan::Plan;
 use crate::incoming::Incoming;
 
@@ -79,7 +83,7 @@ const REDACT: [&str; 3] = [
 /// The writes of a batch that look rows up by a key other than the
 /// primary key's, with the types of their parameters (see
 /// [`super::LOOKUPS`]).
-pub const LOOKUPS: [(&str, &str, &[&str]); 6] = [
+pub const LOOKUPS: [(&str, &str, &[&str]); 7] = [
     ("delete subjects", DELETE_SUBJECTS, &["text[]"]),
     (
         "delete limit rows",
@@ -90,6 +94,11 @@ pub const LOOKUPS: [(&str, &str, &[&str]); 6] = [
     ("redact sessions", REDACT[0], &["text[]"]),
     ("redact events", REDACT[1], &["text[]"]),
     ("redact outbox", REDACT[2], &["text[]"]),
+    (
+        "redact dead letters",
+        dead_letters::ERASE_PAYLOADS,
+        &["text[]"],
+    ),
 ];
 
 /// Writes `plan` (for `batch`); returns how many inbox rows were inserted.
@@ -103,10 +112,12 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         tx.prepare_cached(INSERT_OUTBOX),
         tx.prepare_cached(REARM_CANCELS),
     )?;
-    let (redact0, redact1, redact2) = tokio::try_join!(
+    let (redact0, redact1, redact2, lock_erasure, erase_dead_letters) = tokio::try_join!(
         tx.prepare_cached(REDACT[0]),
         tx.prepare_cached(REDACT[1]),
         tx.prepare_cached(REDACT[2]),
+        tx.prepare_cached(dead_letters::LOCK_SESSIONS),
+        tx.prepare_cached(dead_letters::ERASE_PAYLOADS),
     )?;
 
     let rows: Vec<(&Incoming, &crate::domain::state::EventRow)> = plan
@@ -240,9 +251,11 @@ pub async fn all(tx: &Transaction<'_>, batch: &[&Incoming], plan: &Plan) -> Resu
         skip_or(tx, &delete_limit, &reconcile, plan.reconciled.is_empty()),
         skip_or(tx, &outbox, &outbox_params, o.is_empty()),
         skip_or(tx, &rearm, &rearmed, plan.rearmed.is_empty()),
+        skip_or(tx, &lock_erasure, &redacted, no_redaction),
         skip_or(tx, &redact0, &redacted, no_redaction),
         skip_or(tx, &redact1, &redacted, no_redaction),
         skip_or(tx, &redact2, &redacted, no_redaction),
+        skip_or(tx, &erase_dead_letters, &redacted, no_redaction),
     )?;
     Ok(inserted)
 }
