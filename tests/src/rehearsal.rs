@@ -40,6 +40,17 @@ pub fn keys_of(json: &[u8]) -> BTreeSet<String> {
     keys
 }
 
+/// A subject's record as the tests read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub status: String,
+    pub failed_attempts: i32,
+    /// A code that retrying cannot fix was seen.
+    pub blocked: bool,
+    /// Each session's status and whether it was redacted, sorted.
+    pub sessions: Vec<(String, bool)>,
+}
+
 /// A broker prefix, a database, ingest, and (unless told otherwise) a
 /// worker, all the test's own.
 #[derive(Debug)]
@@ -102,13 +113,12 @@ impl RehearsalWorld {
         .await
     }
 
-    /// The subject's status and failed attempts, and its sessions' statuses
-    /// and redactions (sorted), read with SQL of the test's own.
-    pub async fn record(&self, subject: &str) -> (String, i32, Vec<(String, bool)>) {
+    /// The subject's row and its sessions, read with SQL of the test's own.
+    pub async fn record(&self, subject: &str) -> Record {
         let client = self.db.client().await;
         let row = client
             .query_one(
-                "SELECT status, failed_attempts FROM subjects WHERE key = $1",
+                "SELECT status, failed_attempts, blocked FROM subjects WHERE key = $1",
                 &[&subject],
             )
             .await
@@ -124,7 +134,29 @@ impl RehearsalWorld {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         sessions.sort();
-        (row.get(0), row.get(1), sessions)
+        Record {
+            status: row.get(0),
+            failed_attempts: row.get(1),
+            blocked: row.get(2),
+            sessions,
+        }
+    }
+
+    /// The types of the inbox's events of `subject`'s sessions, in the
+    /// order ingest received them.
+    pub async fn inbox_types(&self, subject: &str) -> Vec<String> {
+        let client = self.db.client().await;
+        client
+            .query(
+                "SELECT type FROM events WHERE session_id IN \
+                 (SELECT id FROM sessions WHERE subject_key = $1) ORDER BY received_at, id",
+                &[&subject],
+            )
+            .await
+            .expect("the query runs")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 
     /// Events in the inbox of `subject`'s sessions.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use idv_tests::ctl_binary::{code, idvctl, stderr, stdout};
 use idv_tests::fixtures::now_unix;
-use idv_tests::rehearsal::{RehearsalWorld, keys_of};
+use idv_tests::rehearsal::{Record, RehearsalWorld, keys_of};
+use idv_tests::wait::eventually;
 use serde_json::Value;
 use shared::config::Env;
 use shared::signature::{DEFAULT_TOLERANCE, SignatureVerifier};
@@ -23,6 +24,9 @@ use worker::transition::Stage;
 /// the variable's list (the second must not be the one used).
 const SECRET: &str = "whsec_rehearsal_first";
 const SECRETS: &str = "whsec_rehearsal_first,whsec_rehearsal_second";
+
+/// How long a condition may take to hold.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 // ----- send-test-event -----
 
@@ -353,36 +357,37 @@ fn subject_key(name: &str) -> String {
     format!("rehearsal_{name}_{}", idv_tests::unique_suffix())
 }
 
-fn sessions(list: &[(&str, bool)]) -> Vec<(String, bool)> {
-    let mut list: Vec<_> = list.iter().map(|&(s, r)| (s.to_owned(), r)).collect();
-    list.sort();
-    list
+/// What a scenario must leave in the record, as the test reads it.
+struct Expect<'a> {
+    status: &'a str,
+    attempts: i32,
+    blocked: bool,
+    sessions: &'a [(&'a str, bool)],
+    /// Events in the inbox.
+    events: usize,
 }
 
 /// Runs scenario `name` end to end and checks, apart from idvctl's own
-/// verdict, that the record holds `status`, `attempts` and `sessions`, and
-/// that the inbox holds `events` events.
+/// verdict, that the record and the inbox are as `expect` says. Returns
+/// the world and the subject for further checks.
 async fn scenario_ends_as_predicted(
     name: &str,
     max_attempts: &str,
-    status: &str,
-    attempts: i32,
-    expected_sessions: &[(&str, bool)],
-    events: i64,
-) {
+    expect: Expect<'_>,
+) -> (RehearsalWorld, String) {
     let world = RehearsalWorld::new(true, max_attempts).await;
     let subject = subject_key(name);
     let output = world.scenario(name, &subject, max_attempts, &[]).await;
     let text = stdout(&output);
     assert_eq!(code(&output), 0, "{text}\n{}", stderr(&output));
-    let attempts_text = if attempts == 1 {
+    let attempts_text = if expect.attempts == 1 {
         "1 failed attempt".to_owned()
     } else {
-        format!("{attempts} failed attempts")
+        format!("{} failed attempts", expect.attempts)
     };
     assert_eq!(
         text.lines().last(),
-        Some(format!("as the rules predict: {status}, {attempts_text}").as_str()),
+        Some(format!("as the rules predict: {}, {attempts_text}", expect.status).as_str()),
         "{text}"
     );
     assert!(
@@ -390,59 +395,107 @@ async fn scenario_ends_as_predicted(
         "the record: {text}"
     );
 
-    let (found_status, found_attempts, found_sessions) = world.record(&subject).await;
-    assert_eq!(found_status, status, "{name}");
-    assert_eq!(found_attempts, attempts, "{name}");
-    assert_eq!(found_sessions, sessions(expected_sessions), "{name}");
-    assert_eq!(world.inbox_count(&subject).await, events, "{name}");
-    world.stop().await;
+    let mut sessions: Vec<(String, bool)> = expect
+        .sessions
+        .iter()
+        .map(|&(status, redacted)| (status.to_owned(), redacted))
+        .collect();
+    sessions.sort();
+    let expected = Record {
+        status: expect.status.to_owned(),
+        failed_attempts: expect.attempts,
+        blocked: expect.blocked,
+        sessions,
+    };
+    assert_eq!(world.record(&subject).await, expected, "{name}");
+    assert_eq!(
+        world.inbox_types(&subject).await.len(),
+        expect.events,
+        "{name}"
+    );
+    (world, subject)
+}
+
+const VERIFIED: (&str, bool) = ("verified", false);
+const FAILED: (&str, bool) = ("requires_input", false);
+
+fn expect<'a>(status: &'a str, attempts: i32, sessions: &'a [(&'a str, bool)]) -> Expect<'a> {
+    Expect {
+        status,
+        attempts,
+        blocked: false,
+        sessions,
+        events: 3 * sessions.len(),
+    }
 }
 
 #[tokio::test]
 async fn scenario_happy_ends_verified() {
-    scenario_ends_as_predicted("happy", "3", "verified", 0, &[("verified", false)], 3).await;
+    let (world, _) =
+        scenario_ends_as_predicted("happy", "3", expect("verified", 0, &[VERIFIED])).await;
+    world.stop().await;
 }
 
 #[tokio::test]
-async fn scenario_retry_then_verified_counts_one_failure_and_ends_verified() {
-    let sessions = [("requires_input", false), ("verified", false)];
-    scenario_ends_as_predicted("retry-then-verified", "3", "verified", 1, &sessions, 6).await;
+async fn scenario_retry_then_verified_counts_one_fixable_failure_and_ends_verified() {
+    let expected = expect("verified", 1, &[FAILED, VERIFIED]);
+    let (world, _) = scenario_ends_as_predicted("retry-then-verified", "3", expected).await;
+    world.stop().await;
 }
 
 #[tokio::test]
 async fn scenario_attempts_exhausted_follows_the_configured_limit() {
     // Two, not the default three: the story follows IDV_MAX_FAILED_ATTEMPTS.
-    let sessions = [("requires_input", false), ("requires_input", false)];
-    scenario_ends_as_predicted("attempts-exhausted", "2", "manual_review", 2, &sessions, 6).await;
+    let expected = expect("manual_review", 2, &[FAILED, FAILED]);
+    let (world, _) = scenario_ends_as_predicted("attempts-exhausted", "2", expected).await;
+    world.stop().await;
 }
 
 #[tokio::test]
 async fn scenario_not_retryable_goes_to_manual_review_at_once() {
-    let sessions = [("requires_input", false)];
-    scenario_ends_as_predicted("not-retryable", "3", "manual_review", 1, &sessions, 3).await;
+    let expected = Expect {
+        blocked: true,
+        ..expect("manual_review", 1, &[FAILED])
+    };
+    let (world, _) = scenario_ends_as_predicted("not-retryable", "3", expected).await;
+    world.stop().await;
 }
 
 #[tokio::test]
-async fn scenario_out_of_order_ends_verified() {
-    scenario_ends_as_predicted(
-        "out-of-order",
-        "3",
-        "verified",
-        0,
-        &[("verified", false)],
-        3,
+async fn scenario_out_of_order_sends_newest_first_and_ends_verified() {
+    let (world, subject) =
+        scenario_ends_as_predicted("out-of-order", "3", expect("verified", 0, &[VERIFIED])).await;
+    let types = world.inbox_types(&subject).await;
+    let received: Vec<&str> = types
+        .iter()
+        .map(|t| t.trim_start_matches("identity.verification_session."))
+        .collect();
+    assert_eq!(received, ["verified", "processing", "created"]);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn scenario_duplicates_sends_each_event_twice_and_applies_it_once() {
+    let (world, _) =
+        scenario_ends_as_predicted("duplicates", "3", expect("verified", 0, &[VERIFIED])).await;
+    let worker = world.worker.as_ref().expect("a worker");
+    eventually(
+        DEADLINE,
+        "the worker to take the three duplicates",
+        || async { worker.metric_sum("idv_worker_duplicates_total") == 3.0 },
     )
     .await;
-}
-
-#[tokio::test]
-async fn scenario_duplicates_are_applied_once() {
-    scenario_ends_as_predicted("duplicates", "3", "verified", 0, &[("verified", false)], 3).await;
+    world.stop().await;
 }
 
 #[tokio::test]
 async fn scenario_redacted_stays_verified_and_erases_the_session() {
-    scenario_ends_as_predicted("redacted", "3", "verified", 0, &[("verified", true)], 4).await;
+    let expected = Expect {
+        events: 4,
+        ..expect("verified", 0, &[("verified", true)])
+    };
+    let (world, _) = scenario_ends_as_predicted("redacted", "3", expected).await;
+    world.stop().await;
 }
 
 #[tokio::test]
