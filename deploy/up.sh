@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=deploy/services.sh
 source deploy/services.sh
 
-database_url_given=${DATABASE_URL:+yes}
 ensure_services
 ensure_app_login
 ensure_rust
@@ -21,6 +20,29 @@ export STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET:-$default_secret}
 # on a listener others can reach. To take real webhooks, put a TLS proxy in
 # front and set a real STRIPE_WEBHOOK_SECRET (see README, "Exposing it").
 export INGEST_LISTEN=${INGEST_LISTEN:-127.0.0.1:4242}
+
+# `idvctl send-test-event` and `idvctl scenario` sign with
+# STRIPE_WEBHOOK_SECRET too, from the shell you run them in. The published
+# test secret is kept in target/run/env (beside ensure_app_login's
+# DATABASE_URL) while ingest checks it; a secret of your own is never written
+# to a file (it is in your environment already), and a test secret kept by an
+# earlier run is taken out so that it cannot override yours.
+keep_test_secret_for_idvctl() {
+  local env_file=target/run/env kept=""
+  if [ -f "$env_file" ]; then
+    kept=$(grep -v '^export STRIPE_WEBHOOK_SECRET=' "$env_file" || true)
+  fi
+  if [ "$STRIPE_WEBHOOK_SECRET" = "$default_secret" ]; then
+    kept="${kept:+$kept
+}export STRIPE_WEBHOOK_SECRET=$default_secret"
+  fi
+  if [ -n "$kept" ]; then
+    write_private_file "$env_file" "$kept"
+  else
+    rm -f "$env_file"
+  fi
+}
+keep_test_secret_for_idvctl
 say "building (release)"
 cargo build --release --quiet -p idv-ingest -p idv-worker
 
@@ -70,10 +92,11 @@ else
   secret_note="secret: your STRIPE_WEBHOOK_SECRET"
 fi
 env_note=""
-if [ -z "$database_url_given" ]; then
+if [ -f target/run/env ]; then
   env_note="
-(In a new shell, first: . target/run/env  — it holds the local DATABASE_URL,
-the role idv's password included; readable by you only.)"
+(In a new shell, first: . target/run/env  — what idvctl needs that this run
+set up: the local DATABASE_URL with the role idv's password (unless you gave
+one) and the published test secret ingest checks; readable by you only.)"
 fi
 cat <<MSG
 
@@ -81,11 +104,14 @@ idv-pipeline is up.
   webhook:  http://$INGEST_LISTEN/webhook   ($secret_note)
   ingest:   http://127.0.0.1:9464/metrics   worker: http://127.0.0.1:9465/metrics
 
-Send a signed test event:
-  deploy/send-test-event.sh shared/fixtures/evt_verified.json
+See it work: a whole story, signed, through ingest to the worker's record,
+checked against the rules (also: retry-then-verified, attempts-exhausted,
+not-retryable, out-of-order, duplicates, redacted):
+  ./target/release/idvctl scenario happy
 
-Then read the outcome:
-  ./target/release/idvctl subject show user_8f14e45fceea
+Send one signed test event (any of the six types), then read the outcome:
+  ./target/release/idvctl send-test-event verified --subject user_42
+  ./target/release/idvctl subject show user_42
 $env_note
 Stop everything with deploy/down.sh.
 MSG
