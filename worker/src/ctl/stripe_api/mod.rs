@@ -15,19 +15,22 @@
 //! should it ever be echoed): 401 and 403 messages quote part of the key,
 //! so they are not shown.
 
+mod error;
+mod settings;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use shared::config::{ConfigError, Env, invalid};
+use shared::config::Env;
+
+pub use error::{ApiError, Tries};
+use error::{Failure, failure_name};
 
 use super::UsageError;
-use super::text::one_line;
-use crate::dispatch::settings::DEFAULT_STRIPE_API_BASE;
 use crate::dispatch::sink::retry_after;
 use crate::dispatch::stripe::STRIPE_VERSION;
 
@@ -35,8 +38,6 @@ use crate::dispatch::stripe::STRIPE_VERSION;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The longest wait between two tries of the backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// The most of Stripe's 400 message shown.
-const MAX_MESSAGE_CHARS: usize = 500;
 
 /// What a command asks of Stripe, for its errors.
 #[derive(Debug, Clone, Copy)]
@@ -65,167 +66,9 @@ pub struct StripeApi {
     purpose: Purpose,
 }
 
-/// Why a call to Stripe failed, in words for the operator (exit code 1).
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error(
-        "Stripe refused STRIPE_API_KEY (401 Unauthorized): check that it is the account's \
-         secret key (sk_…) or a restricted key (rk_…), of the mode (test or live) meant, \
-         and not rolled or expired"
-    )]
-    Unauthorized,
-    #[error(
-        "Stripe refused {what} to STRIPE_API_KEY (403 Forbidden{summary}): \
-         a restricted key needs {permission}"
-    )]
-    Forbidden {
-        what: String,
-        summary: String,
-        permission: &'static str,
-    },
-    #[error(
-        "Stripe answered 404 Not Found{parens} to {what}: check STRIPE_API_BASE \
-         (Stripe's own is {DEFAULT_STRIPE_API_BASE})"
-    )]
-    NotFound { what: String, parens: String },
-    #[error("Stripe refused {what} (400 Bad Request{summary}): {message}")]
-    BadRequest {
-        what: String,
-        summary: String,
-        message: String,
-    },
-    #[error(
-        "Stripe still answered 429 Too Many Requests (rate limited) to {what} after {tries} \
-         tries over {secs:.1}s: run it again later, or slower"
-    )]
-    RateLimited { what: String, tries: u32, secs: f64 },
-    #[error(
-        "Stripe answered {status}{parens} to {what} after {tries} tries over {secs:.1}s: \
-         trouble at Stripe's end (https://status.stripe.com); run it again later"
-    )]
-    Unavailable {
-        what: String,
-        status: u16,
-        parens: String,
-        tries: u32,
-        secs: f64,
-    },
-    #[error(
-        "could not reach Stripe (STRIPE_API_BASE) for {what}: {cause}, {tries} tries over \
-         {secs:.1}s"
-    )]
-    Unreachable {
-        what: String,
-        cause: &'static str,
-        tries: u32,
-        secs: f64,
-    },
-    #[error("Stripe refused {what}: HTTP {status}{parens}")]
-    Refused {
-        what: String,
-        status: u16,
-        parens: String,
-    },
-    #[error("Stripe's answer to {what} is not what was expected: {detail}")]
-    Unexpected { what: String, detail: String },
-}
-
-/// One try that did not succeed, before it is put into words.
-#[derive(Debug)]
-enum Failure {
-    /// Stripe answered with a status other than 2xx.
-    Status {
-        status: u16,
-        /// `Retry-After`, in seconds.
-        retry_after: Option<Duration>,
-        /// `Stripe-Should-Retry`, when Stripe says.
-        should_retry: Option<bool>,
-        /// Read only for its error fields.
-        body: Vec<u8>,
-    },
-    /// No answer: timed out, could not connect, cut off.
-    Transport(&'static str),
-}
-
-impl Failure {
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Status {
-                status,
-                should_retry,
-                ..
-            } => should_retry.unwrap_or(true) && matches!(status, 408 | 409 | 429 | 500..=599),
-            Self::Transport(_) => true,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Status { retry_after, .. } => *retry_after,
-            Self::Transport(_) => None,
-        }
-    }
-}
-
-/// Stripe's error object: `{"error": {"type", "code", "message", "param"}}`.
-#[derive(Debug, Default, Deserialize)]
-struct StripeError {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    code: Option<String>,
-    message: Option<String>,
-    param: Option<String>,
-}
-
-impl StripeError {
-    fn of(body: &[u8]) -> Self {
-        #[derive(Deserialize)]
-        struct Envelope {
-            error: Option<StripeError>,
-        }
-        serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .and_then(|e| e.error)
-            .unwrap_or_default()
-    }
-
-    /// Its `type` and `code`, each only if it is a plain identifier.
-    fn names(&self) -> Vec<&str> {
-        [self.kind.as_deref(), self.code.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter(|name| is_identifier(name))
-            .collect()
-    }
-
-    /// `", type, code"`, to go inside parentheses.
-    fn summary(&self) -> String {
-        self.names()
-            .iter()
-            .map(|name| format!(", {name}"))
-            .collect()
-    }
-
-    /// `" (type, code)"`, or nothing.
-    fn parens(&self) -> String {
-        let names = self.names();
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", names.join(", "))
-        }
-    }
-}
-
-fn is_identifier(raw: &str) -> bool {
-    !raw.is_empty()
-        && raw.len() <= 64
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
 impl StripeApi {
     /// Reads and checks the settings: a missing key is a [`UsageError`], a
-    /// malformed one a [`ConfigError`] (both exit code 2, neither echoing
+    /// malformed one a [`ConfigError`](shared::config::ConfigError) (both exit code 2, neither echoing
     /// the key).
     pub fn from_env(env: &Env, purpose: Purpose) -> anyhow::Result<Self> {
         const KEY: &str = "STRIPE_API_KEY";
@@ -237,8 +80,8 @@ impl StripeApi {
             ))
             .into());
         };
-        check_key(key)?;
-        let base = api_base(env)?;
+        settings::check_key(key)?;
+        let base = settings::api_base(env)?;
         let retries = usize::try_from(env.number_or("STRIPE_API_RETRIES", 5, 0..=10)?).unwrap_or(5);
         let first_backoff = env.millis_or("STRIPE_API_BACKOFF_MS", 1000, 1..=60_000)?;
         let timeout = env.millis_or("STRIPE_API_TIMEOUT_MS", 30_000, 100..=300_000)?;
@@ -334,11 +177,12 @@ impl StripeApi {
             })
             .await;
         result.map_err(|failure| {
-            self.explain(
+            failure.explain(
                 what,
-                failure,
                 tries.load(Ordering::Relaxed),
                 started.elapsed(),
+                self.key.expose_secret(),
+                self.purpose.permission,
             )
         })
     }
@@ -386,78 +230,6 @@ impl StripeApi {
         headers.insert("Stripe-Version", HeaderValue::from_static(STRIPE_VERSION));
         headers
     }
-
-    /// The failure in words.
-    fn explain(&self, what: &str, failure: Failure, tries: u32, elapsed: Duration) -> ApiError {
-        let what = what.to_owned();
-        let secs = elapsed.as_secs_f64();
-        let (status, body) = match failure {
-            Failure::Transport(cause) => {
-                return ApiError::Unreachable {
-                    what,
-                    cause,
-                    tries,
-                    secs,
-                };
-            }
-            Failure::Status { status, body, .. } => (status, body),
-        };
-        let error = StripeError::of(&body);
-        match status {
-            401 => ApiError::Unauthorized,
-            403 => ApiError::Forbidden {
-                what,
-                summary: error.summary(),
-                permission: self.purpose.permission,
-            },
-            404 => ApiError::NotFound {
-                what,
-                parens: error.parens(),
-            },
-            400 => ApiError::BadRequest {
-                what,
-                summary: error.summary(),
-                message: self.message(&error),
-            },
-            429 => ApiError::RateLimited { what, tries, secs },
-            408 | 409 | 500..=599 => ApiError::Unavailable {
-                what,
-                status,
-                parens: error.parens(),
-                tries,
-                secs,
-            },
-            _ => ApiError::Refused {
-                what,
-                status,
-                parens: error.parens(),
-            },
-        }
-    }
-
-    /// Stripe's 400 `message` (and `param`) on one line, cut short, the
-    /// key masked should Stripe ever echo it.
-    fn message(&self, error: &StripeError) -> String {
-        let Some(message) = error.message.as_deref() else {
-            return "Stripe gave no reason".to_owned();
-        };
-        let mut text =
-            one_line(Some(message)).replace(self.key.expose_secret(), "[STRIPE_API_KEY]");
-        if let Some(param) = error.param.as_deref().filter(|p| p.len() <= 100) {
-            text = format!("{text} (param {})", one_line(Some(param)));
-        }
-        if text.chars().count() > MAX_MESSAGE_CHARS {
-            text = text.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
-        }
-        text
-    }
-}
-
-fn failure_name(failure: &Failure) -> String {
-    match failure {
-        Failure::Status { status, .. } => format!("HTTP {status}"),
-        Failure::Transport(cause) => (*cause).to_owned(),
-    }
 }
 
 /// What a failed request says: never its URL or body.
@@ -489,56 +261,10 @@ fn category(error: &serde_json::Error) -> &'static str {
     }
 }
 
-/// `sk_…` or `rk_…` then letters, digits and `_`: a publishable key
-/// (`pk_…`) cannot list events or create endpoints, and anything else
-/// would not make a header.
-fn check_key(key: &str) -> Result<(), ConfigError> {
-    let rest = key.strip_prefix("sk_").or_else(|| key.strip_prefix("rk_"));
-    match rest {
-        Some(rest) if is_key_body(rest) => Ok(()),
-        _ => Err(invalid(
-            "STRIPE_API_KEY",
-            "the account's secret key (sk_…) or a restricted key (rk_…): letters, digits and _ \
-             (a publishable key pk_… cannot call these endpoints)",
-            None,
-        )),
-    }
-}
-
-fn is_key_body(rest: &str) -> bool {
-    !rest.is_empty()
-        && rest.len() <= 512
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// `STRIPE_API_BASE`: an http(s) URL without credentials, query or
-/// fragment (never echoed: it may carry a token); without a trailing slash.
-fn api_base(env: &Env) -> Result<String, ConfigError> {
-    const VAR: &str = "STRIPE_API_BASE";
-    let raw = env.string_or(VAR, DEFAULT_STRIPE_API_BASE);
-    let well_formed = reqwest::Url::parse(&raw).is_ok_and(|url| {
-        matches!(url.scheme(), "http" | "https")
-            && url.host_str().is_some_and(|h| !h.is_empty())
-            && url.username().is_empty()
-            && url.password().is_none()
-            && url.query().is_none()
-            && url.fragment().is_none()
-    });
-    if well_formed {
-        Ok(raw.trim_end_matches('/').to_owned())
-    } else {
-        Err(invalid(
-            VAR,
-            "an http:// or https:// URL without credentials, query or fragment, such as \
-             https://api.stripe.com",
-            None,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::config::ConfigError;
 
     const PURPOSE: Purpose = Purpose {
         command: "resync",
@@ -562,9 +288,9 @@ mod tests {
         for bad in [
             "pk_test_abc123",
             "sk_",
-            "whsec_abc",
-            "sk_test abc",
-            "sk_test_é",
+            "whsec_abc123",
+            "sk_test abc123",
+            "sk_test_é123",
         ] {
             let error = api(&[("STRIPE_API_KEY", bad)]).err();
             let error = error
@@ -621,61 +347,5 @@ mod tests {
                 "{bad:?}"
             );
         }
-    }
-
-    #[test]
-    fn answers_are_retried_only_when_another_try_can_help() {
-        let status = |status: u16, should_retry: Option<bool>| Failure::Status {
-            status,
-            retry_after: None,
-            should_retry,
-            body: Vec::new(),
-        };
-        for retried in [408, 409, 429, 500, 502, 503] {
-            assert!(status(retried, None).is_retryable(), "{retried}");
-        }
-        for not in [400, 401, 402, 403, 404] {
-            assert!(!status(not, None).is_retryable(), "{not}");
-        }
-        assert!(!status(500, Some(false)).is_retryable());
-        assert!(!status(401, Some(true)).is_retryable());
-        assert!(Failure::Transport("timed out").is_retryable());
-    }
-
-    #[test]
-    fn errors_say_what_stripe_said_without_the_key() {
-        let Ok(api) = api(&[("STRIPE_API_KEY", "sk_test_secret42")]) else {
-            panic!("valid settings");
-        };
-        let body = br#"{"error":{"type":"invalid_request_error","code":"url_invalid",
-            "message":"Invalid URL: sk_test_secret42\n is not allowed","param":"url"}}"#;
-        let failure = Failure::Status {
-            status: 400,
-            retry_after: None,
-            should_retry: None,
-            body: body.to_vec(),
-        };
-        let shown = api
-            .explain("POST /v1/webhook_endpoints", failure, 1, Duration::ZERO)
-            .to_string();
-        assert_eq!(
-            shown,
-            "Stripe refused POST /v1/webhook_endpoints (400 Bad Request, invalid_request_error, \
-             url_invalid): Invalid URL: [STRIPE_API_KEY]  is not allowed (param url)"
-        );
-        let unauthorized = Failure::Status {
-            status: 401,
-            retry_after: None,
-            should_retry: None,
-            body: br#"{"error":{"message":"Invalid API Key provided: sk_test_secret42"}}"#.to_vec(),
-        };
-        let shown = api
-            .explain("GET /v1/events", unauthorized, 1, Duration::ZERO)
-            .to_string();
-        assert!(
-            shown.starts_with("Stripe refused STRIPE_API_KEY (401"),
-            "{shown}"
-        );
-        assert!(!shown.contains("secret42"), "{shown}");
     }
 }
