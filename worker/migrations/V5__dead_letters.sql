@@ -39,3 +39,6 @@ CREATE INDEX dead_letters_waiting ON dead_letters (dead_lettered_at) WHERE repla
 CREATE INDEX dead_letters_dead_lettered_at ON dead_letters (dead_lettered_at);
 CREATE INDEX dead_letters_event_id ON dead_letters (event_id);
 CREATE INDEX dead_letters_session_id ON dead_letters (session_id);
+-- The filters of `idvctl dlq list | replay | purge`, newest first in each.
+CREATE INDEX dead_letters_kind ON dead_letters (kind, dead_lettered_at);
+CREATE INDEX dead_letters_event_type ON dead_letters (event_type, dead_lettered_at);

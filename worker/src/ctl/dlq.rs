@@ -45,7 +45,13 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  idvctl dlq replay --event-id evt_1 --dry-run\n  \
         idvctl dlq replay --kind refused --since 2h --rate 50/s\n  \
-        idvctl dlq replay --all"
+        idvctl dlq replay --all\n\n\
+        One publish per event (its newest dead letter), and all its selected dead letters\n\
+        marked with it. Dead letters whose payload was erased by a redaction, or with no\n\
+        event type, are skipped and reported. Ctrl-C stops after the event in hand and exits 1:\n\
+        run the command again for the rest. A copy published but not marked (a crash between\n\
+        the broker's confirm and the mark) is published again by the next replay, and the\n\
+        worker sees it as a duplicate."
     )]
     Replay(Replay),
     /// Delete dead letters, after printing what will go.
@@ -105,7 +111,8 @@ pub struct Replay {
     /// At most this many messages a second (50/s, 0.5/s).
     #[arg(long, value_name = "N/s")]
     pub rate: Option<Rate>,
-    /// Print JSON instead of text.
+    /// Print JSON lines instead of text: one per event (`event_id`,
+    /// `event_type`, `dead_letters`, `result`, `detail`), then a summary.
     #[arg(long)]
     pub json: bool,
 }
@@ -116,17 +123,25 @@ pub const MAX_LIST_LIMIT: u32 = 10_000;
 /// How many of the dead letters a purge takes it shows before asking.
 const PURGE_PREVIEW: usize = 20;
 
-/// The `kind` values the drain writes, for `--kind` and its errors.
-pub const KINDS: [&str; 8] = [
-    "unparseable",
-    "unknown_type",
-    "status_mismatch",
-    "refused",
-    "delivery_limit",
-    "expired",
-    "rejected",
-    "unknown",
-];
+/// The `kind` values the drain writes (the worker's failure kinds, then
+/// the broker's reasons), for `--kind` and its errors.
+pub fn kinds() -> Vec<&'static str> {
+    use crate::dead_letter::Kind;
+    let broker = [
+        Kind::DeliveryLimit,
+        Kind::Expired,
+        Kind::Rejected,
+        Kind::Unknown,
+    ];
+    // A kind added to the drain stops the build here until it is listed.
+    let _listed = |kind: Kind| match kind {
+        Kind::Worker(_) | Kind::DeliveryLimit | Kind::Expired | Kind::Rejected | Kind::Unknown => {}
+    };
+    crate::dead_letter::record::WORKER_KINDS
+        .into_iter()
+        .chain(broker.map(Kind::as_str))
+        .collect()
+}
 
 pub async fn run(settings: &CtlSettings, command: &Command) -> anyhow::Result<String> {
     match command {
@@ -145,11 +160,11 @@ impl Filter {
     /// writes is a usage error (a typo would otherwise select nothing).
     fn selection(&self, now: SystemTime) -> Result<store::Selection, UsageError> {
         if let Some(kind) = &self.kind
-            && !KINDS.contains(&kind.as_str())
+            && !kinds().contains(&kind.as_str())
         {
             return Err(UsageError(format!(
                 "unknown --kind {kind:?}: expected one of {}",
-                KINDS.join(", ")
+                kinds().join(", ")
             )));
         }
         Ok(store::Selection {
@@ -181,7 +196,12 @@ impl Selection {
             )));
         }
         let mut selection = self.filter.selection(now)?;
-        selection.event_ids.clone_from(&self.event_ids);
+        selection.event_ids = self
+            .event_ids
+            .iter()
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .collect();
         Ok(selection)
     }
 }
