@@ -42,3 +42,7 @@ CREATE INDEX dead_letters_session_id ON dead_letters (session_id);
 -- The filters of `idvctl dlq list | replay | purge`, newest first in each.
 CREATE INDEX dead_letters_kind ON dead_letters (kind, dead_lettered_at);
 CREATE INDEX dead_letters_event_type ON dead_letters (event_type, dead_lettered_at);
+
+-- `idvctl events replay --since` and `idvctl prune` select inbox rows by
+-- when they were received: without this, each run reads the whole inbox.
+CREATE INDEX events_received_at ON events (received_at);
