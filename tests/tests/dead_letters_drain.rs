@@ -15,6 +15,7 @@ use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
 use idv_tests::dead_letters::{Row, reject_until_dead_lettered, rows, wait_for_rows};
 use idv_tests::fixtures::fixture;
+use idv_tests::proxy::TcpProxy;
 use idv_tests::wait::eventually;
 use idv_tests::worker_world::*;
 use lapin::BasicProperties;
@@ -277,6 +278,66 @@ async fn a_redaction_erases_its_sessions_dead_letters_and_those_drained_after_it
     broker
         .assert_all_acked(&broker.topology.dead_letter_queue(), DEADLINE)
         .await;
+}
+
+#[tokio::test]
+async fn dead_letters_are_held_through_a_database_outage_and_recorded_after_it() {
+    let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
+    migrate(&settings(Some(&broker), &db, &[])).await;
+    let proxy = TcpProxy::start(db.server_addr()).await;
+    let through_proxy = db.url_via(proxy.addr());
+    let settings = settings(
+        Some(&broker),
+        &db,
+        &[
+            ("DATABASE_URL", through_proxy.as_str()),
+            ("WORKER_CONSUMERS", "1"),
+        ],
+    );
+    let worker = RunningWorker::start(settings).await;
+    let t = &broker.topology;
+    let dlq = t.dead_letter_queue();
+    eventually(DEADLINE, "the drain consuming the DLQ", || async {
+        broker.queue_state(&dlq).await.consumers == 1
+    })
+    .await;
+
+    proxy.cut();
+    for n in 0..2 {
+        broker
+            .publish_confirmed(
+                &t.dead_letter_exchange(),
+                VERIFIED,
+                format!("dead during the outage {n}").as_bytes(),
+                BasicProperties::default(),
+            )
+            .await;
+    }
+    eventually(DEADLINE, "the drain retrying its batch", || async {
+        worker.metrics.infrastructure_retries.get() >= 3
+    })
+    .await;
+    let client = db.client().await;
+    assert_eq!(rows(&client).await, [], "nothing recorded while away");
+    assert_eq!(
+        worker.metrics.dead_letters_drained.get(),
+        0,
+        "nothing acked before it was recorded"
+    );
+
+    proxy.restore();
+    let recorded = wait_for_rows(&client, 2, DEADLINE).await;
+    assert!(
+        recorded.iter().all(|row| row.kind == "unknown"),
+        "{recorded:?}"
+    );
+    eventually(DEADLINE, "both acked", || async {
+        worker.metrics.dead_letters_drained.get() == 2
+    })
+    .await;
+    worker.stop().await;
+    broker.assert_all_acked(&dlq, DEADLINE).await;
+    assert_eq!(rows(&client).await.len(), 2);
 }
 
 /// The race: a redaction and a drain of the same session, each inside the

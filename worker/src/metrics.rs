@@ -60,7 +60,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub message_retries: Family<KindLabels, Counter>,
     pub dead_letters: Family<KindLabels, Counter>,
-    /// Retries of a batch because PostgreSQL was unavailable.
+    /// Retries of a batch because PostgreSQL was unavailable (the
+    /// dead-letter drain's batches included).
     pub infrastructure_retries: Counter,
     /// Deliveries sent to wait a second because their subject was held up
     /// in a lane whose share of the window was full.

@@ -248,10 +248,10 @@ pub async fn record(tasks: &Tasks, batch: &[Delivery]) -> bool {
     let inserted = match insert(tasks, &rows).await {
         Ok(inserted) => inserted,
         Err(error) => {
-            on_unavailable(&error, Duration::ZERO);
+            on_unavailable(tasks, &error, Duration::ZERO);
             let retried = (|| insert(tasks, &rows))
                 .retry(database_backoff())
-                .notify(|error: &StoreError, delay| on_unavailable(error, delay));
+                .notify(|error: &StoreError, delay| on_unavailable(tasks, error, delay));
             tokio::select! {
                 inserted = retried => match inserted {
                     Ok(inserted) => inserted,
@@ -296,7 +296,9 @@ async fn insert(tasks: &Tasks, rows: &[DeadLetter]) -> Result<u64, StoreError> {
 /// Any failure is held and retried: the rows are made storable by
 /// [`record::read`] (clean text, clamped numbers), so a refusal could only
 /// be a schema an operator must fix, never a reason to drop a dead letter.
-fn on_unavailable(error: &StoreError, delay: Duration) {
+/// Counted with the batches' retries (`idv_worker_infrastructure_retries_total`).
+fn on_unavailable(tasks: &Tasks, error: &StoreError, delay: Duration) {
+    tasks.metrics.infrastructure_retries.inc();
     warn!(
         error = %error_chain(error),
         retry_in = ?delay,
