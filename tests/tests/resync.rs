@@ -278,8 +278,13 @@ async fn publishes_only_unseen_events_byte_for_byte_and_nothing_once_applied() {
     let result = world.resync(&["--since", "7d"], &[]).await;
     assert_eq!(exit_code(&result), 0, "{}", shown(&result));
     let output = shown(&result);
+    assert_eq!(
+        output.lines().last(),
+        Some("listed 4, already in the inbox 1, published 3"),
+        "{output}"
+    );
     assert!(
-        output.starts_with("listed 4, already in the inbox 1, published 3"),
+        output.starts_with("Identity events created at Stripe since "),
         "{output}"
     );
     assert!(!output.contains("30 days"), "not clamped: {output}");
@@ -324,8 +329,9 @@ async fn publishes_only_unseen_events_byte_for_byte_and_nothing_once_applied() {
     let bodies: Vec<Vec<u8>> = taken.into_iter().map(|m| m.body).collect();
     world.apply(&bodies).await;
     let again = world.resync(&["--since", "7d"], &[]).await;
-    assert!(
-        shown(&again).starts_with("listed 4, already in the inbox 4, published 0"),
+    assert_eq!(
+        shown(&again).lines().last(),
+        Some("listed 4, already in the inbox 4, published 0"),
         "{}",
         shown(&again)
     );
@@ -354,7 +360,9 @@ async fn only_undelivered_asks_for_failed_deliveries_and_dry_run_publishes_nothi
         assert!(output.lines().any(|l| l.starts_with(&id)), "{id}: {output}");
     }
     assert!(
-        output.contains("listed 2, already in the inbox 0, would publish 2 (dry run"),
+        output.ends_with(
+            "listed 2, already in the inbox 0, would publish 2 (dry run: nothing published)"
+        ) && output.contains(", only those Stripe failed to deliver\n"),
         "{output}"
     );
 
@@ -391,7 +399,7 @@ async fn a_since_beyond_30_days_is_clamped_and_says_so() {
         output.contains("further back than the 30 days Stripe keeps events"),
         "{output}"
     );
-    assert!(output.contains("listed 0, already in the inbox 0, published 0"));
+    assert!(output.ends_with("listed 0, already in the inbox 0, published 0"));
     let requests = world.requests().await;
     assert_eq!(requests.len(), 1);
     let floor = now_unix() - 30 * 86_400;
@@ -441,7 +449,7 @@ async fn a_rate_limit_is_retried_then_succeeds() {
 
     let result = world.resync(&["--since", "1d"], &[]).await;
     assert_eq!(exit_code(&result), 0, "{}", shown(&result));
-    assert!(shown(&result).starts_with("listed 1, already in the inbox 0, published 1"));
+    assert!(shown(&result).ends_with("listed 1, already in the inbox 0, published 1"));
     assert_eq!(world.requests().await.len(), 2, "429, then the page");
     world.take(1).await;
 }

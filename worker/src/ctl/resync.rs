@@ -326,6 +326,15 @@ fn render_text(args: &Resync, window: Window, tally: &Tally) -> String {
             moment(window.from)
         ));
     }
+    lines.push(format!(
+        "Identity events created at Stripe since {}{}",
+        moment(window.from),
+        if args.only_undelivered {
+            ", only those Stripe failed to deliver"
+        } else {
+            ""
+        }
+    ));
     if args.dry_run && !tally.published.is_empty() {
         let rows: Vec<[String; 3]> = tally
             .published
@@ -340,7 +349,7 @@ fn render_text(args: &Resync, window: Window, tally: &Tally) -> String {
         tally.listed,
         tally.in_inbox,
         if args.dry_run {
-            format!("would publish {count} (dry run: nothing published)")
+            format!("would publish {count}")
         } else {
             format!("published {count}")
         }
@@ -351,15 +360,9 @@ fn render_text(args: &Resync, window: Window, tally: &Tally) -> String {
             tally.ignored
         ));
     }
-    let filter = if args.only_undelivered {
-        ", only those Stripe failed to deliver"
-    } else {
-        ""
-    };
-    summary.push_str(&format!(
-        " (events created since {}{filter})",
-        moment(window.from)
-    ));
+    if args.dry_run {
+        summary.push_str(" (dry run: nothing published)");
+    }
     lines.push(summary);
     lines.join("\n")
 }
