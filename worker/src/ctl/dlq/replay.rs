@@ -50,16 +50,6 @@ enum Outcome {
 pub async fn run(settings: &CtlSettings, args: &Replay) -> anyhow::Result<String> {
     let selection = args.select.selection(SystemTime::now(), "replay")?;
     let parse_settings = args.dry_run.then(dry_run::parse_settings).transpose()?;
-    // Listening before anything slow: a Ctrl-C while connecting stops too.
-    let stop = CancellationToken::new();
-    let signal = shared::signals::stop_requested();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            signal.await;
-            stop.cancel();
-        }
-    });
     let mut client = client(settings).await?;
     if !selection.event_ids.is_empty() {
         let unknown = store::unknown_event_ids(&client, &selection.event_ids)
@@ -87,6 +77,17 @@ pub async fn run(settings: &CtlSettings, args: &Replay) -> anyhow::Result<String
                 .to_owned()
         });
     }
+    // From here on Ctrl-C (or SIGTERM) asks the loop to stop between two
+    // events instead of killing the process; before, nothing was done yet.
+    let stop = CancellationToken::new();
+    let signal = shared::signals::stop_requested();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            signal.await;
+            stop.cancel();
+        }
+    });
     let publisher = Republisher::connect(settings).await?;
     let tally = publish_all(&mut client, &publisher, &units, args, &stop).await;
     publisher.close().await;
