@@ -132,7 +132,7 @@ async fn replay_filters_publish_and_mark_only_what_they_match() {
         json_lines(&again),
         vec![serde_json::json!({"summary": {
         "replayed": 0, "skipped": 0, "skipped_reasons": {}, "failed": 0,
-        "not_attempted": 0, "interrupted": false}})]
+        "not_attempted": 0, "stopped": null}})]
     );
     assert!(world.take_published().await.is_empty());
 
@@ -434,5 +434,89 @@ async fn a_replay_killed_between_confirm_and_mark_loses_nothing_and_duplicates_n
         record(&world.client, "%kill%").await,
         record(&reference_db.client().await, "%kill%").await,
         "the same record, outbox included, as one uninterrupted replay"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_lost_mid_replay_loses_nothing_and_the_next_replay_finishes() {
+    let world = World::new().await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            world
+                .insert(&Letter::event(
+                    &format!("evt_lost{i}"),
+                    "verified",
+                    &format!("vs_lost{i}"),
+                    100,
+                    "refused",
+                ))
+                .await,
+        );
+    }
+    let proxy = idv_tests::proxy::TcpProxy::start(idv_tests::amqp_addr()).await;
+    let via_proxy = idv_tests::url_via(&world.broker.url, proxy.addr());
+    let child = world.spawn(
+        &["dlq", "replay", "--all", "--rate", "5/s"],
+        &[("AMQP_URL", via_proxy.as_str())],
+    );
+    eventually(DEADLINE, "a few dead letters replayed", || async {
+        world.replayed().await.len() >= 2
+    })
+    .await;
+    proxy.cut();
+    let output = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("the replay ends soon after losing the broker")
+        .unwrap();
+    assert_code(&output, 1, "broker lost");
+    let marked = world.replayed().await.len();
+    assert!(marked < 10, "stopped before the end ({marked} replayed)");
+    // The publish that found the link gone failed; the run stopped there.
+    assert_eq!(
+        stdout(&output).lines().last(),
+        Some(
+            format!(
+                "replayed {marked}, skipped 0, failed 1; the broker connection was lost: \
+                 {} not attempted (run the command again for them)",
+                10 - marked - 1
+            )
+            .as_str()
+        ),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        stdout(&output)
+            .lines()
+            .filter(|l| l.starts_with("failed "))
+            .count(),
+        1,
+        "{}",
+        stdout(&output)
+    );
+
+    let rerun = world.idvctl(&["dlq", "replay", "--all"], &[]).await;
+    assert_code(&rerun, 0, "the replay run again");
+    assert_eq!(
+        stdout(&rerun).trim(),
+        format!("replayed {}, skipped 0, failed 0", 10 - marked)
+    );
+    assert_eq!(world.replayed().await, ids, "every dead letter marked");
+    let headers: Vec<String> = world
+        .take_published()
+        .await
+        .iter()
+        .map(replay_header)
+        .collect();
+    let distinct: BTreeSet<&String> = headers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        10,
+        "every dead letter's copy is in the queue"
+    );
+    assert!(
+        headers.len() <= 11,
+        "at most the copy in flight when the link went is there twice: {headers:?}"
     );
 }

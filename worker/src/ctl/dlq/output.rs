@@ -70,6 +70,28 @@ impl<'a> EventLine<'a> {
     }
 }
 
+/// Why a replay ended before its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The broker connection or channel failed: every publish would.
+    BrokerLost,
+    /// The database connection closed: no row could be locked or marked.
+    DatabaseLost,
+}
+
+impl Stop {
+    /// For the summary (text) and its `stopped` field (JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Interrupted => "interrupted",
+            Self::BrokerLost => "the broker connection was lost",
+            Self::DatabaseLost => "the database connection was lost",
+        }
+    }
+}
+
 /// What a replay did, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -78,12 +100,19 @@ pub struct Tally {
     pub skipped: BTreeMap<Skip, usize>,
     /// Events not published, or published but not marked.
     pub failed: usize,
-    /// Events left when the run was interrupted.
+    /// Events left when the run stopped early.
     pub not_attempted: usize,
-    pub interrupted: bool,
+    /// Why it stopped early, if it did.
+    pub stopped: Option<Stop>,
 }
 
 impl Tally {
+    /// The run ends early for `why`, with `left` events not attempted.
+    pub fn stop(&mut self, why: Stop, left: usize) {
+        self.stopped = Some(why);
+        self.not_attempted = left;
+    }
+
     pub fn skip(&mut self, why: Skip) {
         *self.skipped.entry(why).or_default() += 1;
     }
@@ -102,10 +131,11 @@ impl Tally {
             reasons(&self.skipped),
             self.failed
         );
-        if self.interrupted {
+        if let Some(stop) = self.stopped {
             let _ = write!(
                 text,
-                "; interrupted: {} not attempted (run the command again for them)",
+                "; {}: {} not attempted (run the command again for them)",
+                stop.as_str(),
                 self.not_attempted
             );
         }
@@ -113,7 +143,7 @@ impl Tally {
     }
 
     /// `{"summary": {"replayed": …, "skipped": …, "skipped_reasons": {…},
-    /// "failed": …, "not_attempted": …, "interrupted": …}}`.
+    /// "failed": …, "not_attempted": …, "stopped": null | "…"}}`.
     pub fn json(&self) -> String {
         let reasons: BTreeMap<&str, usize> = self
             .skipped
@@ -127,7 +157,7 @@ impl Tally {
                 "skipped_reasons": reasons,
                 "failed": self.failed,
                 "not_attempted": self.not_attempted,
-                "interrupted": self.interrupted,
+                "stopped": self.stopped.map(Stop::as_str),
             }
         })
         .to_string()
@@ -170,8 +200,7 @@ mod tests {
         );
         tally.skip(Skip::NoEventType);
         tally.skip(Skip::Redacted);
-        tally.interrupted = true;
-        tally.not_attempted = 4;
+        tally.stop(Stop::Interrupted, 4);
         assert_eq!(
             tally.text(),
             "replayed 12, skipped 3 (2 no payload: redacted, 1 no event type: cannot be routed), \

@@ -14,17 +14,20 @@
 //!   is in the queue: the next replay publishes it again, and the worker,
 //!   whose inbox deduplicates by event id, sees it as a duplicate.
 //!
-//! Ctrl-C (or SIGTERM) stops after the event in hand; what was done is
-//! printed and the command exits 1 (not 0: the selection was not all
-//! replayed), so running it again takes the rest.
+//! Ctrl-C (or SIGTERM) stops after the event in hand; so does losing the
+//! broker or the database (every publish after it would fail the same
+//! way). What was done is printed and the command exits 1 (not 0: the
+//! selection was not all replayed), so running it again takes the rest. A
+//! copy the broker refuses (a nack, no queue for it) fails that event
+//! alone, and the replay goes on.
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::output::{EventLine, Tally, print_line};
+use super::output::{EventLine, Stop, Tally, print_line};
 use super::unit::{Skip, Unit};
 use super::{Replay, dry_run};
 use crate::ctl::republish::{Origin, Outgoing, Republisher};
@@ -43,8 +46,9 @@ enum Outcome {
     /// Published, confirmed, and these rows marked.
     Replayed(Vec<i64>),
     Skipped(Skip),
-    /// The error, for the operator (never payload text).
-    Failed(String),
+    /// The error, for the operator (never payload text), and whether the
+    /// link it needs is gone (the broker's or the database's).
+    Failed(String, Option<Stop>),
 }
 
 pub async fn run(settings: &CtlSettings, args: &Replay) -> anyhow::Result<String> {
@@ -96,13 +100,14 @@ pub async fn run(settings: &CtlSettings, args: &Replay) -> anyhow::Result<String
     } else {
         tally.text()
     };
-    if tally.failed == 0 && !tally.interrupted {
+    if tally.failed == 0 && tally.stopped.is_none() {
         return Ok(summary);
     }
     print_line(&summary);
-    if tally.interrupted {
+    if let Some(stop) = tally.stopped {
         bail!(
-            "interrupted: stopped after the event in hand; {} not attempted",
+            "{}: stopped after the event in hand; {} not attempted",
+            stop.as_str(),
             tally.not_attempted
         );
     }
@@ -139,8 +144,7 @@ async fn publish_all(
                     () = paced => true,
                 };
                 if !go {
-                    tally.interrupted = true;
-                    tally.not_attempted = units.len() - done;
+                    tally.stop(Stop::Interrupted, units.len() - done);
                     break;
                 }
                 replay_one(client, publisher, unit).await
@@ -159,7 +163,7 @@ async fn publish_all(
                 tally.skip(*skip);
                 EventLine::new(unit, "skipped", Some(skip.as_str())).render(args.json)
             }
-            Outcome::Failed(error) => {
+            Outcome::Failed(error, _) => {
                 tally.failed += 1;
                 EventLine::new(unit, "failed", Some(error)).render(args.json)
             }
@@ -169,6 +173,10 @@ async fn publish_all(
             bar.suspend(|| print_line(&line));
         }
         bar.inc(1);
+        if let Outcome::Failed(_, Some(stop)) = outcome {
+            tally.stop(stop, units.len() - done - 1);
+            break;
+        }
     }
     bar.finish_and_clear();
     tally
@@ -177,9 +185,27 @@ async fn publish_all(
 async fn replay_one(client: &mut Client, publisher: &Republisher, unit: &Unit) -> Outcome {
     match try_replay(client, publisher, unit).await {
         Ok(outcome) => outcome,
-        Err(error) => Outcome::Failed(format!("{error:#}")),
+        Err(error) => {
+            // A lapin error is the channel or the connection failing (a
+            // nack or a returned message is an error of ours, not lapin's).
+            let stop = if client.is_closed() {
+                Some(Stop::DatabaseLost)
+            } else if error.chain().any(|cause| cause.is::<lapin::Error>())
+                || error.is::<ConfirmTimeout>()
+            {
+                Some(Stop::BrokerLost)
+            } else {
+                None
+            };
+            Outcome::Failed(format!("{error:#}"), stop)
+        }
     }
 }
+
+/// The broker took longer than [`CONFIRM_DEADLINE`] to confirm a copy.
+#[derive(Debug, thiserror::Error)]
+#[error("the broker did not confirm within {CONFIRM_DEADLINE:?}; not marked")]
+struct ConfirmTimeout;
 
 /// Lock, publish, confirm, mark, commit: one event in one transaction.
 async fn try_replay(
@@ -218,9 +244,7 @@ async fn try_replay(
     };
     tokio::time::timeout(CONFIRM_DEADLINE, publisher.publish(outgoing))
         .await
-        .map_err(|_| {
-            anyhow!("the broker did not confirm within {CONFIRM_DEADLINE:?}; not marked")
-        })??;
+        .map_err(|_| ConfirmTimeout)??;
     crate::fail_point::after_replay_confirm();
     let ids: Vec<i64> = locked.iter().map(|row| row.id).collect();
     let marked = async {
