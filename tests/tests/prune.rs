@@ -491,7 +491,7 @@ async fn an_event_redelivered_within_stripes_retries_is_still_a_duplicate() {
     let world = World::new().await;
     let n = Names::new();
     let bodies = story(&world, &n).await;
-    prune(&world.db, &["--older-than", "4d", "--yes"])
+    prune(&world.db, &["--older-than", "31d", "--yes"])
         .await
         .unwrap();
     // y1 and y2 were received 2 days ago: Stripe may still send them.
@@ -507,11 +507,11 @@ async fn an_event_redelivered_within_stripes_retries_is_still_a_duplicate() {
 }
 
 #[tokio::test]
-async fn an_age_under_four_days_and_a_bad_batch_size_are_usage_errors() {
+async fn an_age_under_31_days_and_a_bad_batch_size_are_usage_errors() {
     let world = World::new().await;
     for args in [
         &["--older-than", "2d", "--yes"][..],
-        &["--older-than", "3days 23h", "--dry-run"],
+        &["--older-than", "30days 23h", "--dry-run"],
         &["--older-than", "35d", "--yes", "--batch-size", "0"],
     ] {
         let error = prune(&world.db, args).await.unwrap_err();
@@ -536,7 +536,7 @@ async fn an_age_under_four_days_and_a_bad_batch_size_are_usage_errors() {
         assert!(error.to_string().contains("--yes"), "{error}");
     }
     assert!(
-        prune(&world.db, &["--older-than", "4d", "--dry-run"])
+        prune(&world.db, &["--older-than", "31d", "--dry-run"])
             .await
             .is_ok()
     );

@@ -24,7 +24,7 @@ use crate::store::prune::{self, Kept, Part};
     inbox that comes back is applied again, and the actions pruned with it are performed again."
 )]
 pub struct Prune {
-    /// Age past which rows go (at least 4d: Stripe retries an event for 3 days).
+    /// Age past which rows go (at least 31d: Stripe retries an event for 3 days, resync reaches 30 days back).
     #[arg(long, value_name = "AGE")]
     pub older_than: humantime::Duration,
     /// Delete nothing: count what would go.
@@ -42,8 +42,11 @@ pub struct Prune {
 }
 
 /// The youngest `--older-than`: Stripe retries an event for up to 3 days,
-/// and its inbox row is the only thing that makes a late retry a duplicate.
-pub const MIN_AGE: Duration = Duration::from_secs(4 * 86_400);
+/// and `idvctl resync` publishes again any event of the last 30 days the
+/// inbox does not hold; its inbox row is the only thing that makes either a
+/// duplicate (a pruned event published again would be recorded anew and
+/// its pruned actions performed again).
+pub const MIN_AGE: Duration = Duration::from_secs(31 * 86_400);
 
 /// The most rows one transaction may remove.
 pub const MAX_BATCH: u32 = 100_000;
@@ -85,8 +88,9 @@ pub async fn run(settings: &CtlSettings, args: &Prune) -> anyhow::Result<String>
     let age: Duration = args.older_than.into();
     if age < MIN_AGE {
         return Err(UsageError(format!(
-            "--older-than {} is under 4 days: Stripe retries an event for up to 3 days, and \
-             only its inbox row makes a late retry a duplicate",
+            "--older-than {} is under 31 days: Stripe retries an event for up to 3 days and \
+             `idvctl resync` reaches 30 days back, and only an event's inbox row makes a late \
+             retry or a resync of it a duplicate",
             age_text(age)
         ))
         .into());
@@ -277,8 +281,8 @@ mod tests {
     }
 
     #[test]
-    fn the_minimum_age_is_past_stripes_retries() {
-        assert!(MIN_AGE > Duration::from_secs(3 * 86_400));
+    fn the_minimum_age_is_past_stripes_retries_and_resyncs_reach() {
+        assert!(MIN_AGE > Duration::from_secs(30 * 86_400));
         let two_days = "2d".parse::<humantime::Duration>().map(Duration::from);
         assert!(two_days.is_ok_and(|age| age < MIN_AGE));
     }

@@ -203,8 +203,21 @@ impl Planner<'_> {
                 .get(&key)
                 .ok_or(PlanError::SubjectNotLocked)?
                 .clone();
-            let summaries = self.summaries(&key);
-            self.derive_limit_rows(&key, &subject, &summaries);
+            // The limit rows a sink configured since calls for, only where
+            // the record as stored says the person reached the limit, and
+            // never a deletion: a replay does not decide the subject again,
+            // so a limit changed since (IDV_MAX_FAILED_ATTEMPTS) must not
+            // tell the platform "manual review" of a subject whose record
+            // says otherwise, nor take back what the record still says.
+            if subject.status == SubjectStatus::ManualReview.as_str()
+                && subject.at_limit(self.rules.max_failed_attempts)
+            {
+                let summaries = self.summaries(&key);
+                let sessions: Vec<&str> = summaries.iter().map(|s| s.id.as_str()).collect();
+                for row in outbox::limit_rows(self.rules.sinks, &key, &sessions) {
+                    self.push_row(row);
+                }
+            }
         }
         Ok(EventOutcome::of(Applied::Replayed))
     }

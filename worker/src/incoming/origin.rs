@@ -19,7 +19,8 @@ pub enum Origin {
     /// function of the set of events), but its outbox rows are derived
     /// again with the sinks configured now. A header anyone with access to
     /// the broker could set, which is harmless: it can only add the rows
-    /// the rules call for, never change the record.
+    /// the rules call for (limit rows only where the stored record is at
+    /// manual review), never change the record or take an action back.
     InboxReplay,
 }
 

@@ -21,8 +21,8 @@
 //!   is what stops "manual review" from being told, e-mailed and canceled
 //!   twice. They stay.
 //! - **Young inbox rows**: the inbox row is what makes a redelivery a
-//!   duplicate, and Stripe retries an event for up to 3 days; the caller
-//!   refuses an age under 4 days.
+//!   duplicate, Stripe retries an event for up to 3 days and `resync`
+//!   reaches 30 days back; the caller refuses an age under 31 days.
 //!
 //! What goes, past the age: other inbox rows (by `received_at`), outbox
 //! rows sent, superseded or skipped (by `done_at`: each is final, only a

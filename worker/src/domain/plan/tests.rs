@@ -337,8 +337,9 @@ fn an_inbox_replay_of_a_seen_event_derives_its_rows_and_changes_no_state() {
             .iter()
             .all(|r| r.subject_key.as_deref() == Some("user_1"))
     );
-    // Not at the limit: its limit rows are reconciled to none.
-    assert_eq!(plan.reconciled, ["user_1"]);
+    // A replay decides no subject again: no limit rows reconciled (none
+    // deleted).
+    assert!(plan.reconciled.is_empty());
 
     // The same event delivered again without the header: a duplicate.
     let locked = applied_before(&[&verified]);
@@ -390,7 +391,64 @@ fn an_inbox_replay_at_the_limit_derives_the_limit_rows_with_the_sinks_of_now() {
             "vs_1:cancel_stripe_session",
         ]
     );
-    assert_eq!(plan.reconciled, ["user_1"]);
+    assert!(plan.reconciled.is_empty(), "added, never taken back");
+}
+
+#[test]
+fn an_inbox_replay_after_the_limit_changed_follows_the_record_as_stored() {
+    let failures: Vec<Incoming> = (0..3)
+        .map(|i| {
+            event(
+                &format!("evt_f{i}"),
+                Stage::RequiresInput,
+                10 + i,
+                Some("document_expired"),
+            )
+        })
+        .collect();
+    let refs: Vec<&Incoming> = failures.iter().collect();
+
+    // Limit raised from 3 to 5: the record still says manual review, and a
+    // replay must neither take its limit rows back nor add them.
+    let locked = applied_before(&refs);
+    assert_eq!(locked.subjects["user_1"].status, "manual_review");
+    let mut raised = rules();
+    raised.max_failed_attempts = 5;
+    let replayed = failures[2].clone().with_origin(Origin::InboxReplay);
+    let after_raise = plan(&raised, &[&replayed], locked).unwrap();
+    assert!(
+        after_raise.reconciled.is_empty(),
+        "pending limit rows not deleted"
+    );
+    assert!(
+        keys(&after_raise)
+            .iter()
+            .all(|k| !k.contains("manual_review"))
+    );
+
+    // Limit lowered from 5 to 2 after two failures were applied under 5:
+    // the record says requires_input, so no "manual review" is told and
+    // no session canceled by a replay.
+    let mut before = rules();
+    before.max_failed_attempts = 5;
+    let two = &refs[..2];
+    let mut locked = applied_before(two);
+    let first = plan(&before, two, fresh()).unwrap();
+    locked
+        .subjects
+        .insert("user_1".to_owned(), first.subjects["user_1"].clone());
+    assert_ne!(locked.subjects["user_1"].status, "manual_review");
+    let mut lowered = rules();
+    lowered.max_failed_attempts = 2;
+    let replayed = failures[1].clone().with_origin(Origin::InboxReplay);
+    let after_lower = plan(&lowered, &[&replayed], locked).unwrap();
+    assert!(
+        keys(&after_lower)
+            .iter()
+            .all(|k| !k.contains("manual_review") && !k.contains("cancel")),
+        "{:?}",
+        keys(&after_lower)
+    );
 }
 
 #[test]
