@@ -280,7 +280,7 @@ async fn publishes_only_unseen_events_byte_for_byte_and_nothing_once_applied() {
     let output = shown(&result);
     assert_eq!(
         output.lines().last(),
-        Some("listed 4, already in the inbox 1, published 3"),
+        Some("listed 4, already in the inbox or waiting as dead letters 1, published 3"),
         "{output}"
     );
     assert!(
@@ -331,7 +331,7 @@ async fn publishes_only_unseen_events_byte_for_byte_and_nothing_once_applied() {
     let again = world.resync(&["--since", "7d"], &[]).await;
     assert_eq!(
         shown(&again).lines().last(),
-        Some("listed 4, already in the inbox 4, published 0"),
+        Some("listed 4, already in the inbox or waiting as dead letters 4, published 0"),
         "{}",
         shown(&again)
     );
@@ -361,7 +361,7 @@ async fn only_undelivered_asks_for_failed_deliveries_and_dry_run_publishes_nothi
     }
     assert!(
         output.ends_with(
-            "listed 2, already in the inbox 0, would publish 2 (dry run: nothing published)"
+            "listed 2, already in the inbox or waiting as dead letters 0, would publish 2 (dry run: nothing published)"
         ) && output.contains(", only those Stripe failed to deliver\n"),
         "{output}"
     );
@@ -399,7 +399,10 @@ async fn a_since_beyond_30_days_is_clamped_and_says_so() {
         output.contains("further back than the 30 days Stripe keeps events"),
         "{output}"
     );
-    assert!(output.ends_with("listed 0, already in the inbox 0, published 0"));
+    assert!(
+        output
+            .ends_with("listed 0, already in the inbox or waiting as dead letters 0, published 0")
+    );
     let requests = world.requests().await;
     assert_eq!(requests.len(), 1);
     let floor = now_unix() - 30 * 86_400;
@@ -449,7 +452,10 @@ async fn a_rate_limit_is_retried_then_succeeds() {
 
     let result = world.resync(&["--since", "1d"], &[]).await;
     assert_eq!(exit_code(&result), 0, "{}", shown(&result));
-    assert!(shown(&result).ends_with("listed 1, already in the inbox 0, published 1"));
+    assert!(
+        shown(&result)
+            .ends_with("listed 1, already in the inbox or waiting as dead letters 0, published 1")
+    );
     assert_eq!(world.requests().await.len(), 2, "429, then the page");
     world.take(1).await;
 }
@@ -533,4 +539,45 @@ async fn a_missing_or_malformed_key_is_exit_2_naming_it() {
     assert_eq!(exit_code(&bad_base), 2, "{}", shown(&bad_base));
     assert!(shown(&bad_base).contains("STRIPE_API_BASE"));
     assert!(world.requests().await.is_empty(), "Stripe was not called");
+}
+
+#[tokio::test]
+async fn an_event_waiting_as_a_dead_letter_is_not_published_again() {
+    let world = World::new().await;
+    let verified: serde_json::Value = serde_json::from_slice(&fixture(VERIFIED)).unwrap();
+    let verified_id = verified["id"].as_str().unwrap().to_owned();
+    let client = world.db.client().await;
+    client
+        .execute(
+            "INSERT INTO dead_letters (fingerprint, event_id, event_type, routing_key, reason, \
+             kind, attempts, first_failure_at, last_failure_at, payload) \
+             VALUES ('\\x01', $1, 'identity.verification_session.verified', \
+             'identity.verification_session.verified', 'the database refused the event', \
+             'refused', 4, now(), now(), '\\x7b7d')",
+            &[&verified_id],
+        )
+        .await
+        .unwrap();
+    world.serve_pages(&[&[SELFIE, VERIFIED]]).await;
+
+    // Waiting: a run on a schedule does not dead-letter it once more.
+    let result = world.resync(&["--since", "7d"], &[]).await;
+    assert_eq!(exit_code(&result), 0, "{}", shown(&result));
+    let output = shown(&result);
+    assert!(
+        output
+            .ends_with("listed 2, already in the inbox or waiting as dead letters 1, published 1"),
+        "{output}"
+    );
+    let taken = world.take(1).await;
+    assert_eq!(String::from_utf8_lossy(&taken[0].body), element(SELFIE));
+
+    // Replayed (and not in the inbox): it is missing again, so published.
+    client
+        .execute("UPDATE dead_letters SET replayed_at = now()", &[])
+        .await
+        .unwrap();
+    let result = world.resync(&["--since", "7d"], &[]).await;
+    let output = shown(&result);
+    assert!(output.contains("published 2"), "{output}");
 }

@@ -520,3 +520,47 @@ async fn a_broker_lost_mid_replay_loses_nothing_and_the_next_replay_finishes() {
         "at most the copy in flight when the link went is there twice: {headers:?}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_letter_whose_event_the_inbox_holds_is_replayed_as_an_inbox_replay() {
+    let world = World::new().await;
+    // An `events replay` whose new action the database refused: its event
+    // is in the inbox, so a plain delivery would be a mere duplicate.
+    let seen = world
+        .insert(&Letter::event(
+            "evt_in1", "verified", "vs_in1", 100, "refused",
+        ))
+        .await;
+    let unseen = world
+        .insert(&Letter::event(
+            "evt_in2", "verified", "vs_in2", 100, "refused",
+        ))
+        .await;
+    world
+        .client
+        .execute(
+            "INSERT INTO events (id, type, session_id, created, livemode, outcome, received_at) \
+             VALUES ('evt_in1', $1, 'vs_in1', 100, false, 'applied', now())",
+            &[&VERIFIED],
+        )
+        .await
+        .unwrap();
+    let output = world.idvctl(&["dlq", "replay", "--all"], &[]).await;
+    assert_code(&output, 0, "replay");
+    let mut headers: Vec<String> = world
+        .take_published()
+        .await
+        .iter()
+        .map(replay_header)
+        .collect();
+    headers.sort();
+    assert_eq!(
+        headers,
+        [format!("dead-letter:{unseen}"), "inbox".to_owned()]
+    );
+    assert_eq!(
+        world.replayed().await.len(),
+        2,
+        "both marked ({seen}, {unseen})"
+    );
+}

@@ -75,7 +75,11 @@ const PURPOSE: Purpose = Purpose {
     permission: "read access to Events",
 };
 
-const SEEN: &str = "SELECT id FROM events WHERE id = ANY($1)";
+/// Ids the inbox holds, or that wait as dead letters: a resync on a
+/// schedule must not dead-letter an event that keeps failing once more
+/// every run (each a new row, and the alert on them would never clear).
+const SEEN: &str = "SELECT id FROM events WHERE id = ANY($1) \
+     UNION SELECT event_id FROM dead_letters WHERE event_id = ANY($1) AND replayed_at IS NULL";
 
 /// One page of `GET /v1/events`: each event kept as the bytes it arrived as.
 #[derive(Deserialize)]
@@ -345,7 +349,7 @@ fn render_text(args: &Resync, window: Window, tally: &Tally) -> String {
     }
     let count = tally.published.len();
     let mut summary = format!(
-        "listed {}, already in the inbox {}, {}",
+        "listed {}, already in the inbox or waiting as dead letters {}, {}",
         tally.listed,
         tally.in_inbox,
         if args.dry_run {

@@ -235,12 +235,26 @@ async fn try_replay(
             Skip::NoEventType
         }));
     };
+    // A dead letter whose event the inbox holds is an inbox replay that
+    // failed (`idvctl events replay`, e.g. its new action refused): sent
+    // again as one, so the worker derives its actions, not a duplicate.
+    let in_inbox = match unit.event_id.as_deref() {
+        Some(id) => !store::seen_in_inbox(&tx, &[id.to_owned()])
+            .await
+            .context("reading the inbox (events)")?
+            .is_empty(),
+        None => false,
+    };
     let outgoing = Outgoing {
         body,
         event_type,
         event_id: unit.event_id.as_deref(),
         created: row.event_created,
-        origin: Origin::DeadLetter(row.id),
+        origin: if in_inbox {
+            Origin::Inbox
+        } else {
+            Origin::DeadLetter(row.id)
+        },
     };
     tokio::time::timeout(CONFIRM_DEADLINE, publisher.publish(outgoing))
         .await
