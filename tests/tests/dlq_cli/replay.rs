@@ -331,6 +331,17 @@ async fn ctrl_c_stops_a_replay_after_the_event_in_hand() {
     );
 }
 
+/// Events the worker saw again as inbox replays (`outcome="replayed"`).
+fn replayed(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("idv_worker_events_total{") && line.contains("outcome=\"replayed\"")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn a_replay_killed_between_confirm_and_mark_loses_nothing_and_duplicates_nothing() {
     use idv_tests::worker_world::{FAST_RETRIES, RunningWorker, apply_each, record, store};
@@ -394,8 +405,9 @@ async fn a_replay_killed_between_confirm_and_mark_loses_nothing_and_duplicates_n
     );
     eventually(DEADLINE, "both confirmed copies committed", || committed(2)).await;
 
-    // Run again: the unmarked one is published again, the worker's dedupe
-    // absorbs it, and the third goes through.
+    // Run again: the unmarked one is published again (as an inbox replay:
+    // its event is in the inbox now), the worker records nothing new for
+    // it, and the third goes through.
     let rerun = world.idvctl(&["dlq", "replay", "--all"], &[]).await;
     assert_code(&rerun, 0, "the replay run again");
     assert_eq!(
@@ -405,17 +417,22 @@ async fn a_replay_killed_between_confirm_and_mark_loses_nothing_and_duplicates_n
         stdout(&rerun)
     );
     eventually(DEADLINE, "every event committed", || committed(3)).await;
-    eventually(DEADLINE, "the second copy seen as a duplicate", || async {
-        worker.metric_sum("idv_worker_duplicates_total") >= 1.0
+    eventually(DEADLINE, "the second copy seen again", || async {
+        replayed(&worker.metrics.encode()) >= 1.0
     })
     .await;
     let metrics = worker.metrics.encode();
     worker.stop().await;
     assert_eq!(world.replayed().await, ids, "every dead letter marked");
     assert_eq!(
-        idv_tests::worker_world::metric_sum(&metrics, "idv_worker_duplicates_total"),
+        replayed(&metrics),
         1.0,
         "exactly one copy twice: the one published before the kill"
+    );
+    assert_eq!(
+        idv_tests::worker_world::metric_sum(&metrics, "idv_worker_duplicates_total"),
+        0.0,
+        "the copy sent again was an inbox replay, not a bare duplicate"
     );
     assert_eq!(
         idv_tests::worker_world::metric_sum(&metrics, "idv_worker_dead_letters_total"),

@@ -14,6 +14,7 @@ use super::super::UsageError;
 use super::super::text::one_line;
 use super::event::BuiltEvent;
 use super::now_unix;
+use crate::store::error_chain;
 
 /// The variable ingest reads its secrets from, and so the default here.
 pub const SECRET_VAR: &str = "STRIPE_WEBHOOK_SECRET";
@@ -172,19 +173,6 @@ fn signing_secret(given: Option<&str>, env: &Env) -> anyhow::Result<WebhookSecre
     };
     let first = raw.split(',').next().unwrap_or_default();
     WebhookSecret::parse(first).map_err(|_| invalid(SECRET_VAR, EXPECTED, None).into())
-}
-
-/// `error` and its sources on one line: reqwest's own text says only
-/// "error sending request"; the cause (connection refused) is below it.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

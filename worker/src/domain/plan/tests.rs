@@ -352,9 +352,9 @@ fn plan_of(events: &[&Incoming], locked: Locked) -> Plan {
     plan(&rules(), events, locked).unwrap()
 }
 
-#[test]
-fn an_inbox_replay_at_the_limit_derives_the_limit_rows_with_the_sinks_of_now() {
-    let failures: Vec<Incoming> = (0..3)
+/// Three counted failures of one session: the default limit.
+fn three_failures() -> Vec<Incoming> {
+    (0..3)
         .map(|i| {
             event(
                 &format!("evt_f{i}"),
@@ -363,7 +363,12 @@ fn an_inbox_replay_at_the_limit_derives_the_limit_rows_with_the_sinks_of_now() {
                 Some("document_expired"),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn an_inbox_replay_at_the_limit_derives_the_limit_rows_with_the_sinks_of_now() {
+    let failures = three_failures();
     let refs: Vec<&Incoming> = failures.iter().collect();
     let locked = applied_before(&refs);
     let stored = locked.subjects["user_1"].clone();
@@ -396,16 +401,7 @@ fn an_inbox_replay_at_the_limit_derives_the_limit_rows_with_the_sinks_of_now() {
 
 #[test]
 fn an_inbox_replay_after_the_limit_changed_follows_the_record_as_stored() {
-    let failures: Vec<Incoming> = (0..3)
-        .map(|i| {
-            event(
-                &format!("evt_f{i}"),
-                Stage::RequiresInput,
-                10 + i,
-                Some("document_expired"),
-            )
-        })
-        .collect();
+    let failures = three_failures();
     let refs: Vec<&Incoming> = failures.iter().collect();
 
     // Limit raised from 3 to 5: the record still says manual review, and a
