@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use shared::amqp_addresses::AmqpAddresses;
 use shared::config::{ConfigError, Env, invalid};
 use shared::signature::DEFAULT_TOLERANCE;
 use shared::topology::Topology;
@@ -44,8 +44,9 @@ pub struct Settings {
     pub publish_channels: usize,
     /// HTTP worker threads (`INGEST_HTTP_WORKERS`).
     pub http_workers: usize,
-    /// Broker address; holds a password, so it is a secret (`AMQP_URL`).
-    pub amqp_url: SecretString,
+    /// Broker address, or the nodes of a cluster to fail over between;
+    /// holds passwords, so it is never printed (`AMQP_URL`).
+    pub amqp_url: AmqpAddresses,
     /// Exchange and queue names (`AMQP_PREFIX`).
     pub topology: Topology,
     /// When set, events of the other mode are refused (`EXPECTED_LIVEMODE`).
@@ -111,7 +112,7 @@ impl Settings {
             // concurrency. RabbitMQ allows 2047 channels per connection.
             publish_channels: to_usize(env.number_or("INGEST_PUBLISH_CHANNELS", 32, 1..=256)?),
             http_workers: to_usize(env.number_or("INGEST_HTTP_WORKERS", 2, 1..=256)?),
-            amqp_url: parse_amqp_url(env)?,
+            amqp_url: shared::config::amqp_addresses(env, DEFAULT_AMQP_URL)?,
             topology: Topology::from_env(env)?,
             expected_livemode,
         })
@@ -146,20 +147,6 @@ fn check_test_secret(
         ),
         None,
     ))
-}
-
-/// `AMQP_URL`, checked now so a typo stops start-up with exit code 2. The
-/// value holds a password, so it is never echoed.
-fn parse_amqp_url(env: &Env) -> Result<SecretString, ConfigError> {
-    let raw = env.string_or("AMQP_URL", DEFAULT_AMQP_URL);
-    match raw.parse::<lapin::uri::AMQPUri>() {
-        Ok(_) => Ok(SecretString::from(raw)),
-        Err(_) => Err(invalid(
-            "AMQP_URL",
-            "an amqp:// or amqps:// URL such as amqp://user:password@host:5672/%2f",
-            None,
-        )),
-    }
 }
 
 /// `INGEST_BODY_BUDGET_BYTES`: 1 MiB to 4 GiB, and at least

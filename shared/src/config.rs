@@ -150,21 +150,24 @@ impl Env {
     }
 }
 
-/// `AMQP_URL` (or `default` when unset), checked now so a typo stops
-/// start-up with exit code 2 instead of failing at the first connection.
-/// The value holds a password, so it is never echoed.
+/// `AMQP_URL` (or `default` when unset): one amqp(s):// URL or a
+/// comma-separated list of them (the nodes of a cluster, see
+/// [`crate::amqp_addresses`]), checked now so a typo stops start-up with
+/// exit code 2 instead of failing at the first connection. The value holds
+/// passwords, so it is never echoed: a bad item is named by its position.
 #[cfg(feature = "amqp")]
-pub fn amqp_url(env: &Env, default: &str) -> Result<secrecy::SecretString, ConfigError> {
+pub fn amqp_addresses(
+    env: &Env,
+    default: &str,
+) -> Result<crate::amqp_addresses::AmqpAddresses, ConfigError> {
     const VAR: &str = "AMQP_URL";
-    let raw = env.string_or(VAR, default);
-    match raw.parse::<lapin::uri::AMQPUri>() {
-        Ok(_) => Ok(raw.into()),
-        Err(_) => Err(invalid(
-            VAR,
-            "an amqp:// or amqps:// URL such as amqp://user:password@host:5672/%2f",
-            None,
-        )),
-    }
+    crate::amqp_addresses::AmqpAddresses::parse(&env.string_or(VAR, default)).map_err(|error| {
+        let expected = format!(
+            "an amqp:// or amqps:// URL such as amqp://user:password@host:5672/%2f, \
+                 or several separated by commas ({error})"
+        );
+        invalid(VAR, &expected, None)
+    })
 }
 
 /// Builds a [`ConfigError`]; pass `found: None` for secrets.
@@ -209,17 +212,33 @@ mod tests {
     #[test]
     fn a_bad_amqp_url_is_named_but_not_echoed() {
         let default = "amqp://guest:guest@127.0.0.1:5672/%2f";
-        assert!(amqp_url(&Env::default(), default).is_ok());
+        assert!(amqp_addresses(&Env::default(), default).is_ok());
         for bad in [
             "amqp//user:hunter2@host",
             "http://user:hunter2@host",
             "amqp://user:hunter2@host:port/%2f",
         ] {
             let env = Env::from_pairs([("AMQP_URL", bad)]);
-            let error = amqp_url(&env, default).unwrap_err();
+            let error = amqp_addresses(&env, default).unwrap_err();
             assert_eq!(error.variable, "AMQP_URL");
             assert!(!error.to_string().contains("hunter2"), "{error}");
         }
+    }
+
+    #[cfg(feature = "amqp")]
+    #[test]
+    fn a_bad_item_of_an_amqp_url_list_is_named_by_position() {
+        let env = Env::from_pairs([(
+            "AMQP_URL",
+            "amqp://u:hunter2@a:5672/%2f,amqp://u:hunter2@b:port/%2f",
+        )]);
+        let error = amqp_addresses(&env, "amqp://localhost").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid AMQP_URL: expected an amqp:// or amqps:// URL such as \
+             amqp://user:password@host:5672/%2f, or several separated by commas \
+             (item 2 is not an amqp:// or amqps:// URL)"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! The crate builds without a broker client; the `amqp` feature adds the
 //! lapin code that declares the topology.
 
+#[cfg(feature = "amqp")]
+pub mod amqp_addresses;
 pub mod config;
 pub mod envelope;
 pub mod event;

@@ -22,7 +22,7 @@
 mod declare;
 
 #[cfg(feature = "amqp")]
-pub use declare::{declare, declare_at, delete};
+pub use declare::{DeclareError, declare, declare_at, delete};
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use shared::amqp_addresses::AmqpAddresses;
 use shared::config::{ConfigError, Env, invalid};
 use shared::telemetry::LogFormat;
 use shared::topology::{RETRY_DELAYS, Topology};
@@ -24,8 +25,9 @@ pub struct Settings {
     pub database_url: SecretString,
     /// `DATABASE_POOL_SIZE`: at least one connection per consumer.
     pub pool_size: usize,
-    /// `AMQP_URL`: may carry a password.
-    pub amqp_url: SecretString,
+    /// `AMQP_URL`: the broker's address, or its cluster nodes' to fail
+    /// over between; may carry passwords.
+    pub amqp_url: AmqpAddresses,
     /// `AMQP_PREFIX`: names of the exchanges and queues.
     pub topology: Topology,
     /// `WORKER_CONSUMERS`: lanes fed by the worker's one consumer (by the
@@ -100,7 +102,7 @@ impl Settings {
         Ok(Self {
             database_url: database_url(env)?,
             pool_size,
-            amqp_url: shared::config::amqp_url(env, DEFAULT_AMQP_URL)?,
+            amqp_url: shared::config::amqp_addresses(env, DEFAULT_AMQP_URL)?,
             topology: Topology::from_env(env)?,
             consumers,
             batch_size,

@@ -7,7 +7,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -158,8 +157,7 @@ impl Application {
 /// Declares the topology once at start, so a wrong `AMQP_URL` fails fast.
 async fn declare_topology(settings: &Settings) -> anyhow::Result<()> {
     let timeout = crate::consume::OPEN_TIMEOUT;
-    let declare =
-        shared::topology::declare_at(settings.amqp_url.expose_secret(), &settings.topology);
+    let declare = shared::topology::declare_at(&settings.amqp_url, &settings.topology);
     let declared = match tokio::time::timeout(timeout, declare).await {
         Ok(declared) => declared.map_err(anyhow::Error::from),
         Err(_) => Err(anyhow::anyhow!("no answer within {timeout:?}")),

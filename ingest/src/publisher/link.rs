@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties, PublisherConfirm};
-use secrecy::ExposeSecret;
+use shared::amqp_addresses::ConnectError;
 use shared::topology::Topology;
 use tokio::sync::Notify;
 
@@ -274,6 +274,8 @@ pub enum OpenError {
     Timeout(Duration),
     #[error(transparent)]
     Broker(#[from] lapin::Error),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("{0} is missing after declaring the topology")]
     ChainMissing(String),
 }
@@ -296,7 +298,7 @@ async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Erro
 
 async fn open_unbounded(config: &BrokerConfig) -> Result<Link, OpenError> {
     let properties = ConnectionProperties::default().with_connection_name("idv-ingest".into());
-    let connection = Connection::connect(config.url.expose_secret(), properties).await?;
+    let connection = config.url.connect(properties).await?;
     let mut slots = Vec::with_capacity(config.channels);
     for _ in 0..config.channels {
         slots.push(RwLock::new(Arc::new(Slot::new(

@@ -24,7 +24,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use secrecy::SecretString;
+use shared::amqp_addresses::AmqpAddresses;
 use shared::topology::Topology;
 use tokio_util::sync::CancellationToken;
 
@@ -98,7 +98,8 @@ impl PublishError {
 /// How to reach the broker and what to declare there.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    pub url: SecretString,
+    /// `AMQP_URL`: the broker, or its cluster nodes to fail over between.
+    pub url: AmqpAddresses,
     pub topology: Topology,
     pub channels: usize,
     pub publish_timeout: Duration,

@@ -6,7 +6,9 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind as LapinExchangeKind};
+use lapin::{Channel, ConnectionProperties, ExchangeKind as LapinExchangeKind};
+
+use crate::amqp_addresses::{AmqpAddresses, ConnectError};
 
 use super::{ArgValue, ExchangeKind, Topology};
 
@@ -83,16 +85,29 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), lapin
     Ok(())
 }
 
-/// Connects to `url`, declares `topology` and closes again: for tools and
-/// start-up checks that need the topology but not a lasting connection.
-pub async fn declare_at(url: &str, topology: &Topology) -> Result<(), lapin::Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+/// Why [`declare_at`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclareError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+}
+
+/// Connects to one of `addresses`, declares `topology` and closes again:
+/// for tools and start-up checks that need the topology but not a lasting
+/// connection.
+pub async fn declare_at(
+    addresses: &AmqpAddresses,
+    topology: &Topology,
+) -> Result<(), DeclareError> {
+    let connection = addresses.connect(ConnectionProperties::default()).await?;
     let declared = match connection.create_channel().await {
         Ok(channel) => declare(&channel, topology).await,
         Err(error) => Err(error),
     };
     let _ = connection.close(200, "declared".into()).await;
-    declared
+    Ok(declared?)
 }
 
 /// Deletes every queue and exchange of `topology`, messages included. For

@@ -5,7 +5,6 @@
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
-use secrecy::ExposeSecret;
 
 use super::LinkError;
 use crate::settings::Settings;
@@ -32,15 +31,13 @@ pub async fn open(settings: &Settings, consumer_tag: &str) -> Result<Link, LinkE
     tokio::time::timeout(OPEN_TIMEOUT, open_unbounded(settings, consumer_tag))
         .await
         .map_err(|_| LinkError::OpenTimeout(OPEN_TIMEOUT))?
-        .map_err(LinkError::from)
 }
 
-async fn open_unbounded(settings: &Settings, consumer_tag: &str) -> Result<Link, lapin::Error> {
-    let connection = Connection::connect(
-        settings.amqp_url.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await?;
+async fn open_unbounded(settings: &Settings, consumer_tag: &str) -> Result<Link, LinkError> {
+    let connection = settings
+        .amqp_url
+        .connect(ConnectionProperties::default())
+        .await?;
     let channel = connection.create_channel().await?;
     shared::topology::declare(&channel, &settings.topology).await?;
     // `WORKER_PREFETCH` is per lane: the one consumer feeds them all.

@@ -6,6 +6,9 @@ use super::failure::ForwardError;
 /// A failure of the broker link, with its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// No broker address of `AMQP_URL` opened a connection.
+    #[error("connecting to the broker")]
+    Connect(#[from] shared::amqp_addresses::ConnectError),
     /// A channel operation (consume, ack, publish) failed.
     #[error("broker operation failed")]
     Broker(#[from] lapin::Error),

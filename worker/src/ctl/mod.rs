@@ -2,7 +2,7 @@
 //! can be tested. Each returns the text to print or an error to report.
 
 use anyhow::Context as _;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use shared::config::{ConfigError, Env};
 use shared::topology::Topology;
 use tokio_postgres::NoTls;
@@ -36,8 +36,9 @@ use crate::settings::{DEFAULT_AMQP_URL, database_url};
 pub struct CtlSettings {
     /// `DATABASE_URL`: may carry a password.
     pub database_url: SecretString,
-    /// `AMQP_URL`: may carry a password.
-    pub amqp_url: SecretString,
+    /// `AMQP_URL`: the broker's address, or its cluster nodes'; may carry
+    /// passwords.
+    pub amqp_url: shared::amqp_addresses::AmqpAddresses,
     /// `AMQP_PREFIX`: the names `idvctl topology` declares.
     pub topology: Topology,
     /// `IDV_MAX_FAILED_ATTEMPTS`: shown as `max_attempts` beside a subject.
@@ -49,7 +50,7 @@ impl CtlSettings {
         shared::telemetry::check_filter(env)?;
         Ok(Self {
             database_url: database_url(env)?,
-            amqp_url: shared::config::amqp_url(env, DEFAULT_AMQP_URL)?,
+            amqp_url: shared::config::amqp_addresses(env, DEFAULT_AMQP_URL)?,
             topology: Topology::from_env(env)?,
             max_failed_attempts: i32::try_from(env.number_or(
                 "IDV_MAX_FAILED_ATTEMPTS",
@@ -77,7 +78,7 @@ pub async fn migrate(settings: &CtlSettings) -> anyhow::Result<String> {
 }
 
 pub async fn topology(settings: &CtlSettings) -> anyhow::Result<String> {
-    shared::topology::declare_at(settings.amqp_url.expose_secret(), &settings.topology)
+    shared::topology::declare_at(&settings.amqp_url, &settings.topology)
         .await
         .context("connecting to the broker (AMQP_URL) and declaring the topology")?;
     let t = &settings.topology;

@@ -7,7 +7,6 @@ use anyhow::{Context as _, bail};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
 use lapin::{Channel, Connection, ConnectionProperties};
-use secrecy::ExposeSecret as _;
 use shared::envelope::{Envelope, REPLAY};
 
 use super::CtlSettings;
@@ -57,7 +56,9 @@ pub struct Republisher {
 impl Republisher {
     pub async fn connect(settings: &CtlSettings) -> anyhow::Result<Self> {
         let properties = ConnectionProperties::default().with_connection_name("idvctl".into());
-        let connection = Connection::connect(settings.amqp_url.expose_secret(), properties)
+        let connection = settings
+            .amqp_url
+            .connect(properties)
             .await
             .context("connecting to the broker (AMQP_URL)")?;
         let channel = connection

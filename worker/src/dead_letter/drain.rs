@@ -22,7 +22,6 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
-use secrecy::ExposeSecret;
 use tokio_postgres::IsolationLevel;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -125,11 +124,10 @@ async fn consumer_attached(tasks: &Tasks) -> bool {
 /// DLQ deleted under a running worker is waited for, not recreated.
 async fn open(tasks: &Tasks, queue: &str, tag: &str) -> Result<Link, LinkError> {
     let open = async {
-        let connection = Connection::connect(
-            tasks.amqp_url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
+        let connection = tasks
+            .amqp_url
+            .connect(ConnectionProperties::default())
+            .await?;
         match consume(&connection, queue, tag).await {
             Ok((channel, consumer)) => Ok(Link {
                 connection,
@@ -138,14 +136,13 @@ async fn open(tasks: &Tasks, queue: &str, tag: &str) -> Result<Link, LinkError> 
             }),
             Err(error) => {
                 let _ = connection.close(200, "could not consume".into()).await;
-                Err(error)
+                Err(LinkError::from(error))
             }
         }
     };
     tokio::time::timeout(OPEN_TIMEOUT, open)
         .await
         .map_err(|_| LinkError::OpenTimeout(OPEN_TIMEOUT))?
-        .map_err(LinkError::from)
 }
 
 async fn consume(

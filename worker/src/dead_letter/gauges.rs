@@ -14,7 +14,6 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
-use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
 use super::Tasks;
@@ -133,16 +132,18 @@ async fn refresh_queues(
 
 async fn open(tasks: &Tasks) -> Result<(Connection, Channel), String> {
     let open = async {
-        let connection = Connection::connect(
-            tasks.amqp_url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
-        let channel = connection.create_channel().await?;
-        Ok::<_, lapin::Error>((connection, channel))
+        let connection = tasks
+            .amqp_url
+            .connect(ConnectionProperties::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| format!("connecting to the broker: {e}"))?;
+        Ok::<_, String>((connection, channel))
     };
     tokio::time::timeout(OPEN_TIMEOUT, open)
         .await
         .map_err(|_| format!("the broker did not open a channel within {OPEN_TIMEOUT:?}"))?
-        .map_err(|e| format!("connecting to the broker: {e}"))
 }

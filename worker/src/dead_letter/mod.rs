@@ -38,7 +38,6 @@ pub mod record;
 pub use record::{DeadLetter, Kind};
 
 use deadpool_postgres::Pool;
-use secrecy::SecretString;
 use shared::topology::Topology;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -51,8 +50,8 @@ use crate::metrics::Metrics;
 pub struct Tasks {
     /// Their own pool, apart from the lanes'.
     pub pool: Pool,
-    /// `AMQP_URL`: may carry a password.
-    pub amqp_url: SecretString,
+    /// `AMQP_URL`: the broker's address(es); may carry passwords.
+    pub amqp_url: shared::amqp_addresses::AmqpAddresses,
     /// Where the work queue and the DLQ are.
     pub topology: Topology,
     pub metrics: Arc<Metrics>,

@@ -9,23 +9,32 @@ use futures_util::future::BoxFuture;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use shared::amqp_addresses::{AmqpAddresses, ConnectError};
 use tokio::sync::Mutex;
 
 use super::sink::{Job, Performed, Sink};
 use crate::domain::outbox::ActionKind;
 
+/// Why an outcome message was not published.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+}
+
 /// One confirm channel, opened when first needed and again after it broke;
 /// publishes go one at a time (one unconfirmed publish per channel).
 #[derive(Debug)]
 pub struct OutcomeExchange {
-    amqp_url: SecretString,
+    amqp_url: AmqpAddresses,
     exchange: String,
     link: Mutex<Option<(Connection, Channel)>>,
 }
 
 impl OutcomeExchange {
-    pub fn new(amqp_url: SecretString, exchange: String) -> Self {
+    pub fn new(amqp_url: AmqpAddresses, exchange: String) -> Self {
         Self {
             amqp_url,
             exchange,
@@ -34,12 +43,11 @@ impl OutcomeExchange {
     }
 
     /// A connection and a confirm channel on it.
-    async fn open(&self) -> Result<(Connection, Channel), lapin::Error> {
-        let connection = Connection::connect(
-            self.amqp_url.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
+    async fn open(&self) -> Result<(Connection, Channel), PublishError> {
+        let connection = self
+            .amqp_url
+            .connect(ConnectionProperties::default())
+            .await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -47,7 +55,7 @@ impl OutcomeExchange {
         Ok((connection, channel))
     }
 
-    async fn publish(&self, job: &Job) -> Result<Confirmation, lapin::Error> {
+    async fn publish(&self, job: &Job) -> Result<Confirmation, PublishError> {
         let mut link = self.link.lock().await;
         // Taken out while in use: a publish that fails, or is cut off
         // (this future dropped), leaves no link behind, and the next one
