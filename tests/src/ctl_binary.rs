@@ -1,4 +1,5 @@
-//! The real `idvctl` binary, for tests that run it as an operator would.
+//! The real `idvctl` binary (and the services' binaries), for tests that
+//! run them as an operator would.
 //!
 //! A binary of another package has no `CARGO_BIN_EXE_…` here, and this
 //! library is not an integration test (which alone gets that variable); so
@@ -19,12 +20,19 @@ pub const RUN_DEADLINE: Duration = Duration::from_secs(90);
 
 /// The path of `idvctl-under-test`, beside the running test's `deps/`.
 pub fn idvctl_path() -> PathBuf {
+    binary_under_test("idvctl-under-test")
+}
+
+/// The path of the tests crate's binary `name` (`idvctl-under-test`,
+/// `idv-ingest-under-test`, `idv-worker-under-test`: see `Cargo.toml`),
+/// beside the running test's `deps/`.
+pub fn binary_under_test(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("the test executable is in target/<profile>/deps");
-    let path = dir.join(format!("idvctl-under-test{}", std::env::consts::EXE_SUFFIX));
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
         "{} exists (cargo test builds it with the tests crate)",

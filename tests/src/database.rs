@@ -8,10 +8,12 @@ pub struct TestDatabase {
     pub name: String,
     /// `DATABASE_URL` for the services under test.
     pub url: String,
+    /// The server, without a database (`IDV_TEST_POSTGRES_URL`, or a private one).
+    server: String,
 }
 
-async fn admin_client() -> tokio_postgres::Client {
-    let url = format!("{}/postgres", crate::postgres_url());
+async fn admin_client(server: &str) -> tokio_postgres::Client {
+    let url = format!("{server}/postgres");
     let (client, connection) = tokio_postgres::connect(&url, NoTls)
         .await
         .expect("PostgreSQL is reachable at IDV_TEST_POSTGRES_URL");
@@ -21,14 +23,24 @@ async fn admin_client() -> tokio_postgres::Client {
 
 impl TestDatabase {
     pub async fn new() -> Self {
+        Self::new_at(&crate::postgres_url()).await
+    }
+
+    /// A fresh database on `server` (`postgres://user@host:port`, no
+    /// database): the fault run's private PostgreSQL.
+    pub async fn new_at(server: &str) -> Self {
         let name = format!("idv_test_{}_{}", crate::run_tag(), crate::unique_suffix());
-        admin_client()
+        admin_client(server)
             .await
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create the test database");
-        let url = format!("{}/{name}", crate::postgres_url());
-        Self { name, url }
+        let url = format!("{server}/{name}");
+        Self {
+            name,
+            url,
+            server: server.to_owned(),
+        }
     }
 
     /// The PostgreSQL server's address, for a proxy in front of it.
@@ -53,10 +65,10 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, server) = (self.name.clone(), self.server.clone());
         crate::run_blocking_cleanup(async move {
             let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-            if let Err(error) = admin_client().await.batch_execute(&statement).await {
+            if let Err(error) = admin_client(&server).await.batch_execute(&statement).await {
                 eprintln!("could not drop {name}: {error}");
             }
         });

@@ -9,6 +9,7 @@ pub mod ctl_binary;
 pub mod database;
 pub mod dead_letters;
 pub mod dispatch_world;
+pub mod fault;
 pub mod fixtures;
 pub mod ingest_app;
 pub mod proxy;

@@ -33,6 +33,23 @@ pub fn after_replay_confirm() {
     enabled::after_replay_confirm();
 }
 
+/// `IDV_FAIL_ABORT_AFTER_PERFORM=N`: the dispatcher kills itself with
+/// SIGKILL right after its N-th action performed (the other side took it)
+/// and before the row is marked `sent`: the window in which a crash makes
+/// the next claim perform the row again, with the same idempotency key.
+/// Counted across the process's concurrent rows: run with
+/// `DISPATCH_BATCH_SIZE=1` to know that exactly one row was in that window.
+pub const ABORT_AFTER_PERFORM: &str = "IDV_FAIL_ABORT_AFTER_PERFORM";
+
+/// Called by the dispatcher after a row's action was done and before its mark.
+#[inline]
+pub fn after_perform(row: i64) {
+    #[cfg(feature = "fail-points")]
+    enabled::after_perform(row);
+    #[cfg(not(feature = "fail-points"))]
+    let _ = row;
+}
+
 #[cfg(feature = "fail-points")]
 mod enabled {
     use std::sync::OnceLock;
@@ -72,6 +89,26 @@ mod enabled {
             return;
         }
         eprintln!("fail point: killing the process after confirm {abort_at}, before its mark");
+        kill_self();
+    }
+
+    static PERFORMS: AtomicU64 = AtomicU64::new(0);
+    static ABORT_AT_PERFORM: OnceLock<Option<u64>> = OnceLock::new();
+
+    pub fn after_perform(row: i64) {
+        let abort_at = ABORT_AT_PERFORM.get_or_init(|| {
+            std::env::var(super::ABORT_AFTER_PERFORM)
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+        });
+        let Some(abort_at) = *abort_at else { return };
+        if PERFORMS.fetch_add(1, Ordering::SeqCst) + 1 != abort_at {
+            return;
+        }
+        // The row id (a number, no payload) names the row to be repeated.
+        eprintln!(
+            "fail point: killing the process after perform {abort_at}, row {row}, before its mark"
+        );
         kill_self();
     }
 

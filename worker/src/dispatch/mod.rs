@@ -210,6 +210,9 @@ impl Dispatcher {
                             message,
                         };
                         let performed = self.perform(&job).await;
+                        if matches!(performed, Performed::Done) {
+                            crate::fail_point::after_perform(row.id);
+                        }
                         self.mark_for(&row, performed)
                     }
                 }
