@@ -10,9 +10,10 @@
 //! - [`outbox`]: the side effects a transition calls for.
 
 pub mod outbox;
-pub(crate) mod plan;
+// Public for the batch-plan benchmark (`worker/benches/hot_paths.rs`).
+pub mod plan;
 pub mod policy;
-pub(crate) mod state;
+pub mod state;
 pub mod subject_key;
 pub mod transition;
 

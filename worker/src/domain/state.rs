@@ -84,7 +84,7 @@ pub struct Counted {
 }
 
 /// Everything the batch read under its locks.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Locked {
     /// The batch's sessions, by id.
     pub sessions: HashMap<String, SessionState>,
