@@ -8,6 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::session::VerificationSession;
 
+pub mod shape;
+
 /// Longest event type we accept: an AMQP routing key is a short string.
 const MAX_EVENT_TYPE_LEN: usize = 255;
 /// Longest Stripe object id we accept; real ones are about 30 characters.
@@ -151,6 +153,8 @@ pub enum EnvelopeError {
     BadId(#[source] IdError),
     #[error("event `type` must be 1 to {MAX_EVENT_TYPE_LEN} characters of a-z, 0-9, `.` and `_`")]
     BadType,
+    #[error("body is not a Stripe event: {0}")]
+    BadShape(#[from] shape::ShapeError),
 }
 
 /// Only the fields the envelope needs; serde skips the rest without
@@ -170,6 +174,8 @@ struct RawEnvelope<'a> {
 impl EventEnvelope {
     /// Parses the envelope of a raw event body.
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        // Before serde, which skips what it does not read unchecked.
+        shape::check(body)?;
         let raw: RawEnvelope<'_> = serde_json::from_slice(body).map_err(EnvelopeError::NotJson)?;
         if raw.object.as_deref() != Some("event") {
             return Err(EnvelopeError::NotAnEvent);
@@ -271,6 +277,35 @@ mod tests {
             EventEnvelope::parse(no_created),
             Err(EnvelopeError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn envelope_rejects_bodies_not_utf8_or_too_deep_in_fields_it_skips() {
+        // The fixture's closing brace, before its final newline.
+        let close = VERIFIED.iter().rposition(|&b| b == b'}').unwrap();
+        let mut not_utf8 = VERIFIED.to_vec();
+        not_utf8.splice(close..close, *b",\"note\":\"\xff\"");
+        assert!(matches!(
+            EventEnvelope::parse(&not_utf8),
+            Err(EnvelopeError::BadShape(shape::ShapeError::NotUtf8))
+        ));
+        let deep = format!(
+            "{},\"deep\":{}1{}}}",
+            std::str::from_utf8(&VERIFIED[..close]).unwrap(),
+            "[".repeat(1_000),
+            "]".repeat(1_000)
+        );
+        assert!(matches!(
+            EventEnvelope::parse(deep.as_bytes()),
+            Err(EnvelopeError::BadShape(shape::ShapeError::TooDeep))
+        ));
+        let error = EventEnvelope::parse(deep.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "body is not a Stripe event: it is nested deeper than 64 levels"
+        );
     }
 
     #[test]

@@ -266,6 +266,44 @@ async fn a_signed_body_that_is_not_an_event_is_400() {
     assert_only_published(&broker, &body).await;
 }
 
+/// serde skips the fields the envelope does not name without checking
+/// them: before the shape check, both were answered 200 and published, to
+/// fail only in the worker.
+#[tokio::test]
+async fn a_signed_event_not_utf8_or_nested_deep_where_the_envelope_does_not_read_is_400() {
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(&broker, &[]).await;
+    let event = |id: &str, extra: &[u8]| {
+        let body = session_event(
+            id,
+            "identity.verification_session.processing",
+            now_unix(),
+            serde_json::json!({"id": "vs_shape", "status": "processing"}),
+        );
+        let mut body = body[..body.len() - 1].to_vec();
+        body.extend_from_slice(b",\"extra\":");
+        body.extend_from_slice(extra);
+        body.push(b'}');
+        body
+    };
+    let deep = format!("{}1{}", "[".repeat(1_000), "]".repeat(1_000));
+    let cases = [
+        (event("evt_not_utf8", b"\"caf\xe9\""), "not UTF-8"),
+        (
+            event("evt_too_deep", deep.as_bytes()),
+            "nested deeper than 64",
+        ),
+    ];
+    for (body, reason) in cases {
+        let (status, error) = error_of(ingest.post_signed(body).await).await;
+        assert_eq!(status, 400, "{reason}: {error}");
+        assert!(error.contains(reason), "{error:?} should say {reason:?}");
+    }
+    let body = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
+    assert_only_published(&broker, &body).await;
+}
+
 #[tokio::test]
 async fn an_event_of_the_other_mode_is_refused_when_a_mode_is_expected() {
     let broker = TestBroker::new().await;

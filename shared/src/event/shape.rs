@@ -1,0 +1,100 @@
+//! The shape a body must have before any of its fields is read: UTF-8 text,
+//! nested no deeper than [`MAX_DEPTH`].
+//!
+//! The envelope names five fields, and serde skips every other one without
+//! looking inside: it neither checks that a skipped string is UTF-8 nor
+//! bounds how deep a skipped value nests. Without this check a correctly
+//! signed body whose unread parts are not UTF-8, or are nested 100,000
+//! deep, passed as an event and was published, to fail only in the worker
+//! (PostgreSQL's `jsonb` refuses text that is not UTF-8, serde_json
+//! refuses more than 128 levels where it does read): a poison message.
+//! JSON is UTF-8 (RFC 8259, section 8.1), and Stripe's events nest about
+//! six deep.
+
+/// Deepest nesting of arrays and objects accepted: ten times a Stripe
+/// event's, and half of what serde_json reads.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a body does not have the shape of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("it is not UTF-8 text")]
+    NotUtf8,
+    #[error("it is nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// Checks `body` is UTF-8 and nests at most [`MAX_DEPTH`] deep. Brackets
+/// inside strings do not count; the JSON itself is checked by the parser
+/// after this.
+pub fn check(body: &[u8]) -> Result<(), ShapeError> {
+    std::str::from_utf8(body).map_err(|_| ShapeError::NotUtf8)?;
+    let mut depth = 0_usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ShapeError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_passes_and_one_more_does_not() {
+        assert_eq!(check(nested(MAX_DEPTH).as_bytes()), Ok(()));
+        assert_eq!(
+            check(nested(MAX_DEPTH + 1).as_bytes()),
+            Err(ShapeError::TooDeep)
+        );
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000));
+        assert_eq!(check(objects.as_bytes()), Err(ShapeError::TooDeep));
+    }
+
+    #[test]
+    fn brackets_in_strings_and_escaped_quotes_do_not_count() {
+        let text = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert_eq!(check(text.as_bytes()), Ok(()));
+        // An escaped backslash ends the escape: the quote after it closes.
+        let text = format!(r#"{{"a":"\\",{}}}"#, nested(MAX_DEPTH + 1));
+        assert_eq!(check(text.as_bytes()), Err(ShapeError::TooDeep));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_wherever_they_are() {
+        for bad in [
+            &b"{\"a\":\"\xff\"}"[..],
+            b"{\"a\":\"\xc0\x80\"}",
+            b"{\"a\":\"\xed\xa0\x80\"}",
+            b"{\"a\":\"\xe2\x82\"}",
+        ] {
+            assert_eq!(check(bad), Err(ShapeError::NotUtf8), "{bad:?}");
+        }
+        assert_eq!(check("{\"a\":\"café ✓\"}".as_bytes()), Ok(()));
+    }
+}
