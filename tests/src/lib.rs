@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod dispatch_world;
 pub mod fault;
 pub mod fixtures;
+pub mod hostile;
 pub mod ingest_app;
 pub mod proxy;
 pub mod rehearsal;
