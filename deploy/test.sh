@@ -14,6 +14,14 @@ ensure_services
 ensure_test_login
 ensure_rust
 
+# The Prometheus server tests/tests/prometheus_scrape.rs runs: one on PATH
+# (or IDV_PROMETHEUS_BIN) when there is one, else Debian's package unpacked
+# into the tools cache (services.sh), as deploy/check-artefacts.sh does.
+if [ -z "${IDV_PROMETHEUS_BIN:-}" ] && ! command -v prometheus >/dev/null 2>&1; then
+  ensure_prometheus_package
+  export IDV_PROMETHEUS_BIN=$prometheus_root/usr/bin/prometheus
+fi
+
 # Every queue and database this run creates carries its tag; whatever a
 # killed test leaves behind is removed on the way out, and only that. The
 # tag is already in its final form (normalise_run_tag), so the tests, the

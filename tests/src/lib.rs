@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod broker;
 pub mod ctl_binary;
+pub mod dashboard;
 pub mod database;
 pub mod dead_letters;
 pub mod dispatch_world;
@@ -13,8 +14,10 @@ pub mod fault;
 pub mod fixtures;
 pub mod hostile;
 pub mod ingest_app;
+pub mod prometheus;
 pub mod proxy;
 pub mod rehearsal;
+pub mod service_process;
 pub mod smtp;
 pub mod wait;
 pub mod worker_world;
