@@ -8,8 +8,10 @@ use crate::policy::CodeClass;
 use crate::settings::Settings;
 use crate::transition::{OrderKey, Stage};
 
+mod delivery;
 mod origin;
 mod parse_reason;
+pub use delivery::parse_delivery;
 pub use origin::Origin;
 pub use parse_reason::ParseReason;
 

@@ -59,10 +59,8 @@ pub struct Parsed {
 /// Parses `delivery`'s body (with its receive time from ingest's header,
 /// and whether `idvctl events replay` sent it from the inbox).
 pub fn parse(ctx: &Context, delivery: Delivery) -> Parsed {
-    let received = shared::envelope::received_at_ms(&delivery.properties).unwrap_or_else(now_ms);
-    let origin = incoming::Origin::of(&delivery.properties);
     let event =
-        incoming::parse(&delivery.data, received, &ctx.settings).map(|e| e.with_origin(origin));
+        incoming::parse_delivery(&delivery.data, &delivery.properties, &ctx.settings, now_ms);
     Parsed { delivery, event }
 }
 
