@@ -48,6 +48,7 @@ fn signature(c: &mut Criterion) {
     }
     // What a forged request costs: the same work, then a refusal.
     let body = event_of_size(1024);
+    group.throughput(Throughput::Bytes(body.len() as u64));
     let forged = format!("t={NOW},v1={}", "0".repeat(64));
     group.bench_function("1KB_forged", |b| {
         b.iter(|| verifier.verify(Some(black_box(&forged)), black_box(&body), NOW))
