@@ -94,7 +94,10 @@ mod tests {
         let text = format!(r#"{{"a":"\\",{}}}"#, nested(MAX_DEPTH + 1));
         assert_eq!(check(text.as_bytes()), Err(ShapeError::TooDeep));
         // A string left open at the end hides what follows it, as before.
-        assert_eq!(check(format!(r#"{{"a":"{}"#, nested(100)).as_bytes()), Ok(()));
+        assert_eq!(
+            check(format!(r#"{{"a":"{}"#, nested(100)).as_bytes()),
+            Ok(())
+        );
         assert_eq!(check(br#"{"a":"\"#), Ok(()));
     }
 
