@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod cluster;
 pub mod ctl_binary;
 pub mod dashboard;
 pub mod database;
