@@ -150,7 +150,7 @@ async fn under_faults_nothing_is_lost_or_applied_twice_and_actions_repeat_only_a
     pipeline.disarm().await;
     println!("load done after {:?}; settling", began.elapsed());
 
-    settle(
+    let settled = settle(
         &db,
         &wiring,
         &topology,
@@ -202,6 +202,9 @@ async fn under_faults_nothing_is_lost_or_applied_twice_and_actions_repeat_only_a
         ));
     }
     report.discrepancies.extend(pipeline.unexpected());
+    if let Err(unsettled) = settled {
+        report.discrepancies.push(unsettled);
+    }
     println!("{}", ledger.render(events, &report));
     drop(pipeline);
     drop(db);
@@ -304,34 +307,49 @@ async fn slow_consumers(
 }
 
 /// Waits until every event is in the inbox, the queues are drained, the
-/// poison dead-lettered and the outbox has nothing pending.
+/// poison dead-lettered and the outbox has nothing pending; `Err` says
+/// what was still not so at the deadline (the audit then lists why).
 async fn settle(
     db: &TestDatabase,
     wiring: &Wiring,
     topology: &Topology,
     events: usize,
     poison: usize,
-) {
-    let events = i64::try_from(events).unwrap();
-    let poison = i64::try_from(poison).unwrap();
-    eventually(SETTLE, "every event applied, the queues drained, the poison drained from the DLQ and nothing pending in the outbox", || async {
-        let Ok(client) = try_client(&db.url).await else { return false };
-        let counts = client
-            .query_one(
-                "SELECT (SELECT count(*) FROM events), \
-                 (SELECT count(DISTINCT event_id) FROM dead_letters), \
-                 (SELECT count(*) FROM outbox WHERE status = 'pending')",
-                &[],
-            )
-            .await;
-        let Ok(counts) = counts else { return false };
-        let (applied, dead, pending): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
-        let ready = queue_state(&wiring.amqp_url, &topology.events_queue())
-            .await
-            .map_or(u32::MAX, |s| s.0);
-        applied >= events && dead >= poison && pending == 0 && ready == 0
-    })
-    .await;
+) -> Result<(), String> {
+    let wanted = (
+        i64::try_from(events).unwrap(),
+        i64::try_from(poison).unwrap(),
+    );
+    let deadline = Instant::now() + SETTLE;
+    let mut last = String::from("nothing read yet");
+    while Instant::now() < deadline {
+        if let Ok(client) = try_client(&db.url).await
+            && let Ok(counts) = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM events), \
+                     (SELECT count(DISTINCT event_id) FROM dead_letters), \
+                     (SELECT count(*) FROM outbox WHERE status = 'pending')",
+                    &[],
+                )
+                .await
+        {
+            let (applied, dead, pending): (i64, i64, i64) =
+                (counts.get(0), counts.get(1), counts.get(2));
+            let ready = queue_state(&wiring.amqp_url, &topology.events_queue())
+                .await
+                .map_or(u32::MAX, |s| s.0);
+            if applied >= wanted.0 && dead >= wanted.1 && pending == 0 && ready == 0 {
+                return Ok(());
+            }
+            last = format!(
+                "{applied} of {} events applied, {dead} of {} poison dead-lettered, \
+                 {pending} outbox rows pending, {ready} deliveries ready in idv.events",
+                wanted.0, wanted.1
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("not settled within {SETTLE:?}: {last}"))
 }
 
 async fn try_client(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

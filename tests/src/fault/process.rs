@@ -138,6 +138,7 @@ impl Proc {
             Ok(status) => status.ok(),
             Err(_) => {
                 let _ = child.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
                 None
             }
         };

@@ -187,8 +187,14 @@ impl Supervised {
             self.died(&proc, status);
             return;
         }
+        // Dead already (seen by the watch), waiting out its restart delay.
+        if !proc.is_running() {
+            return;
+        }
         match proc.terminate().await {
             Some(status) if status.success() => {}
+            // Its fail point came first (finishing the rows in hand).
+            Some(status) if status.signal() == Some(9) => self.died(&proc, status),
             other => lock(&self.unexpected).push(format!(
                 "{} (incarnation {}) did not stop cleanly on SIGTERM: {other:?}\n{}",
                 proc.name,
