@@ -7,9 +7,12 @@
 //! loaded as its rule file, each rule evaluates without error, and each
 //! expression is valid PromQL.
 //!
-//! A panel fails when its query is invalid, names a metric or label value
+//! Each query runs as an instant query at the end of the traffic (what a
+//! stat panel sends; the last point of a time series panel's range). A
+//! panel fails when its query is invalid, names a metric or label value
 //! nothing exports, or returns only NaN (what Grafana shows as no value:
-//! a quantile or a ratio over a window with nothing in it).
+//! a quantile or a ratio over a window with nothing in it); the failure
+//! lists every such panel with its expanded query.
 //!
 //! The scrape configuration has the job names of
 //! `deploy/prometheus/prometheus.yml`, and relabels the queue names: the
