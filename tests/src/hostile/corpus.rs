@@ -152,6 +152,18 @@ mod tests {
     }
 
     #[test]
+    fn huge_json_stays_under_the_limit_so_it_is_refused_for_its_content() {
+        let context = context();
+        for n in 0..8 {
+            let attack = build(Family::HugeJson, n, &context);
+            let head_end = attack.bytes.windows(4).position(|w| w == b"\r\n\r\n");
+            let body = attack.bytes.len() - head_end.unwrap() - 4;
+            assert!(body <= context.max_body_bytes, "#{n}: {body} bytes");
+            assert!(body > context.max_body_bytes / 2, "#{n}: {body} bytes");
+        }
+    }
+
+    #[test]
     fn the_spoilable_event_is_itself_a_valid_event() {
         let envelope = shared::EventEnvelope::parse(&context().event_bytes("evt_x")).unwrap();
         assert_eq!(envelope.livemode, Some(false));
