@@ -7,51 +7,76 @@
 //!    failed submission, verified, per person) published to the events
 //!    exchange as ingest publishes them, as fast as the broker confirms;
 //!    events/s from the first publish to the last commit;
-//! 3. the same at half that rate, open loop, for the latency of a normal
-//!    load. Latency = `events.processed_at` − the publish time the event
-//!    carries (`x-received-at-ms`), so it covers queueing, delivery, the
-//!    transaction up to the event's insert (the commit follows within its
-//!    batch).
+//! 3. open loop: with 1 worker at fractions of its burst rate (10 % … 100 %),
+//!    with 2 at half theirs, for the latency each offered rate gets.
+//!    Latency = `events.processed_at` − the time the event was scheduled
+//!    to be published, which it carries (`x-received-at-ms`), so it covers
+//!    a publisher falling behind, queueing, delivery, the transaction up to
+//!    the event's insert (the commit follows within its batch).
 //!
-//! `cargo run --release -p idv-tests --bin bench_worker [events]` against
-//! 127.0.0.1 only; every database and queue it creates is removed at the end.
-//! `WORKER_*` and `DATABASE_POOL_SIZE` in the environment are passed to the
-//! workers (to compare settings); `BENCH_WORKERS=1` runs only the 1-worker
-//! phases. Each phase also prints the events per commit it saw.
+//! The workers are the release `idv-worker` binary, each its own process,
+//! so that each one's CPU time and peak RSS (`/proc/<pid>`) are its own.
+//!
+//! `target/release/bench_worker [EVENTS] [--json PATH]` against 127.0.0.1
+//! only; every database and queue it creates is removed at the end.
+//! `WORKER_*` and `DATABASE_POOL_SIZE` in the environment reach the workers
+//! (to compare settings); `BENCH_WORKERS=1` runs only the 1-worker phases.
+//! Each phase also prints the events per commit it saw.
 #![allow(clippy::expect_used)] // a benchmark whose set-up fails should stop loudly
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use idv_tests::bench::child::{Child, free_port, sibling_binary};
+use idv_tests::bench::results::{self, Phase, ProcessCost, SweepPoint, WorkerResults, WorkerRun};
+use idv_tests::bench::sweep;
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
+use idv_tests::wait::eventually;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use shared::config::Env;
 use tokio_postgres::NoTls;
 use worker::consume::now_ms;
 use worker::settings::Settings;
-use worker::startup::Application;
 
 const CEILING_CONNECTIONS: usize = 16;
-const CEILING_SECONDS: u64 = 8;
-const PACED_SECONDS: u64 = 8;
+
+#[derive(Debug, Parser)]
+#[command(about = "Measure idv-worker end to end against PostgreSQL's transaction ceiling")]
+struct Args {
+    /// Events per burst.
+    #[arg(default_value_t = 24_000)]
+    events: usize,
+    /// Seconds of PostgreSQL's ceiling phase.
+    #[arg(long, default_value_t = 8)]
+    ceiling_seconds: u64,
+    /// Seconds of each open-loop (paced) phase.
+    #[arg(long, default_value_t = 6)]
+    paced_seconds: u64,
+    /// The `idv-worker` binary; default: beside this one.
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// Write the results as JSON here (for `bench_report`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let events: usize = std::env::args()
-        .nth(1)
-        .map(|raw| raw.parse())
-        .transpose()?
-        .unwrap_or(24_000);
+    let args = Args::parse();
+    let events = args.events;
+    let worker_bin = sibling_binary(args.worker_bin.as_ref(), "idv-worker")?;
     println!(
         "worker benchmark: {events} events per burst, 127.0.0.1, {} cores",
         cores()
     );
-    let ceiling = ceiling().await?;
+    let ceiling = ceiling(args.ceiling_seconds).await?;
     println!(
         "ceiling: {ceiling:.0} tx/s (dedupe insert + session upsert + outbox insert, {CEILING_CONNECTIONS} connections, one event per transaction)"
     );
@@ -59,24 +84,75 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "1,2".to_owned())
         .split(',')
         .map(|n| n.trim().parse())
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("BENCH_WORKERS: expected worker counts like 1,2"))?;
+    let (mut runs, mut points) = (Vec::new(), Vec::new());
     for workers in worker_counts {
-        let burst = end_to_end(workers, events, None).await?;
+        let burst = end_to_end(&worker_bin, workers, events, None).await?;
         println!(
-            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:?}, p99 {:?}, {:.1} events/commit",
-            burst.rate,
-            100.0 * burst.rate / ceiling,
-            burst.p50,
-            burst.p99,
-            burst.per_commit
+            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:.1} ms, p99 {:.1} ms, {:.1} events/commit, peak RSS {} MB",
+            burst.phase.rate,
+            100.0 * burst.phase.rate / ceiling,
+            burst.phase.p50_ms,
+            burst.phase.p99_ms,
+            burst.per_commit,
+            burst
+                .costs
+                .iter()
+                .map(|cost| format!("{:.1}", cost.peak_rss_mb))
+                .collect::<Vec<_>>()
+                .join(" + ")
         );
-        let half = burst.rate / 2.0;
-        let count = (half * PACED_SECONDS as f64) as usize;
-        let paced = end_to_end(workers, count, Some(half)).await?;
-        println!(
-            "{workers} worker(s), paced at {half:.0}/s: {:.0} events/s, p50 {:?}, p99 {:?}, {:.1} events/commit",
-            paced.rate, paced.p50, paced.p99, paced.per_commit
-        );
+        // With one worker, the whole sweep (its 50 % point is "half");
+        // with more, only half the burst rate.
+        let fractions: &[f64] = if workers == 1 {
+            &sweep::FRACTIONS
+        } else {
+            &[0.5]
+        };
+        let mut half = None;
+        for fraction in fractions {
+            let offered = burst.phase.rate * fraction;
+            let count = (offered * args.paced_seconds as f64).max(1.0) as usize;
+            let paced = end_to_end(&worker_bin, workers, count, Some(offered)).await?;
+            println!(
+                "{workers} worker(s), paced at {offered:.0}/s ({:.0}%): {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} events/commit",
+                fraction * 100.0,
+                paced.phase.rate,
+                paced.phase.p50_ms,
+                paced.phase.p99_ms,
+                paced.phase.max_ms,
+                paced.per_commit
+            );
+            if (fraction - 0.5).abs() < 1e-9 {
+                half = Some(paced.phase.clone());
+            }
+            if workers == 1 {
+                points.push(SweepPoint {
+                    fraction: *fraction,
+                    offered,
+                    phase: paced.phase,
+                });
+            }
+        }
+        runs.push(WorkerRun {
+            workers,
+            burst: burst.phase,
+            burst_events_per_commit: burst.per_commit,
+            costs: burst.costs,
+            half: half.ok_or_else(|| anyhow::anyhow!("no half-rate phase"))?,
+        });
+    }
+    let results = WorkerResults {
+        burst_events: events,
+        paced_seconds: args.paced_seconds,
+        ceiling_tx_per_s: ceiling,
+        ceiling_connections: CEILING_CONNECTIONS,
+        runs,
+        sweep: points,
+    };
+    if let Some(path) = &args.json {
+        results::write_json(path, &results)?;
     }
     Ok(())
 }
@@ -91,17 +167,26 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-fn settings(broker: &TestBroker, db: &TestDatabase) -> Settings {
-    let mut pairs: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("WORKER_") || k == "DATABASE_POOL_SIZE")
-        .collect();
-    pairs.extend([
+/// What a worker process is given: where the database and the broker
+/// are, its own admin port. `WORKER_*` and `DATABASE_POOL_SIZE` of this
+/// environment are inherited.
+fn worker_env(broker: &TestBroker, db: &TestDatabase, admin_port: u16) -> Vec<(String, String)> {
+    vec![
         ("DATABASE_URL".to_owned(), db.url.clone()),
         ("AMQP_URL".to_owned(), broker.url.clone()),
         ("AMQP_PREFIX".to_owned(), broker.prefix.clone()),
-        ("WORKER_ADMIN_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
-    ]);
-    Settings::from_env(&Env::from_pairs(pairs)).expect("settings")
+        (
+            "WORKER_ADMIN_LISTEN".to_owned(),
+            format!("127.0.0.1:{admin_port}"),
+        ),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ]
+}
+
+async fn migrate(db: &TestDatabase) -> anyhow::Result<()> {
+    let settings = Settings::from_env(&Env::from_pairs([("DATABASE_URL", db.url.as_str())]))?;
+    worker::migrate::migrate(&settings.database_url).await?;
+    Ok(())
 }
 
 /// Transactions committed in the current database so far (statistics are
@@ -118,12 +203,9 @@ async fn commits(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
 }
 
 /// Phase 1: one event per transaction, 16 connections, fixed duration.
-async fn ceiling() -> anyhow::Result<f64> {
+async fn ceiling(seconds: u64) -> anyhow::Result<f64> {
     let db = TestDatabase::new().await;
-    worker::migrate::migrate(
-        &Settings::from_env(&Env::from_pairs([("DATABASE_URL", db.url.as_str())]))?.database_url,
-    )
-    .await?;
+    migrate(&db).await?;
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let payload = serde_json::json!({"object": "event", "padding": "x".repeat(1800)});
@@ -164,7 +246,7 @@ async fn ceiling() -> anyhow::Result<f64> {
         }));
     }
     let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(CEILING_SECONDS)).await;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     done.store(true, Ordering::Relaxed);
     let measured = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
     for task in tasks {
@@ -175,11 +257,12 @@ async fn ceiling() -> anyhow::Result<f64> {
 
 /// What one end-to-end phase measured.
 struct Measured {
-    rate: f64,
+    phase: Phase,
     /// Events per committed transaction (all of the database's commits).
     per_commit: f64,
-    p50: Duration,
-    p99: Duration,
+    /// Each worker process over the phase: CPU per event of the whole
+    /// stream (so the workers' figures add up), and its peak RSS.
+    costs: Vec<ProcessCost>,
 }
 
 /// Events for `count / 3` people: processing, a failed submission, verified.
@@ -219,38 +302,82 @@ async fn publisher(url: &str) -> anyhow::Result<(Connection, Channel)> {
     Ok((connection, channel))
 }
 
+/// Starts `workers` idv-worker processes and waits until each is ready.
+async fn start_workers(
+    binary: &std::path::Path,
+    workers: usize,
+    broker: &TestBroker,
+    db: &TestDatabase,
+) -> anyhow::Result<Vec<Child>> {
+    let client = reqwest::Client::new();
+    let mut running = Vec::new();
+    for n in 0..workers {
+        let admin_port = free_port()?;
+        let env = worker_env(broker, db, admin_port);
+        running.push(Child::spawn(
+            &format!("idv-worker {}", n + 1),
+            binary,
+            &[],
+            &env,
+        )?);
+        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+        eventually(
+            Duration::from_secs(30),
+            "idv-worker to be ready",
+            || async {
+                client
+                    .get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
+    }
+    Ok(running)
+}
+
 /// Phases 2 and 3: `workers` workers; publish `count` events as fast as
 /// confirms allow (`rate: None`) or at `rate` per second.
-async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::Result<Measured> {
+async fn end_to_end(
+    binary: &std::path::Path,
+    workers: usize,
+    count: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Measured> {
     let (broker, db) = (TestBroker::new().await, TestDatabase::new().await);
-    let settings = settings(&broker, &db);
-    worker::migrate::migrate(&settings.database_url).await?;
-    let mut running = Vec::new();
-    for _ in 0..workers {
-        let app = Application::build(settings.clone()).await?;
-        let token = tokio_util::sync::CancellationToken::new();
-        let run = app.run_until_stopped(token.clone().cancelled_owned());
-        running.push((token, tokio::spawn(run)));
-    }
+    migrate(&db).await?;
+    let running = start_workers(binary, workers, &broker, &db).await?;
     let events = stream(count);
     let client = connect(&db.url).await?;
     let commits_before = commits(&client).await?;
+    let meters = running
+        .iter()
+        .map(Child::meter)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (connection, channel) = publisher(&broker.url).await?;
     let exchange = broker.topology.events_exchange();
     let start = Instant::now();
+    let start_ms = now_ms();
     let mut confirms = FuturesUnordered::new();
     let mut ticker = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
-    for (event_type, body) in &events {
-        if let Some(ticker) = ticker.as_mut() {
-            ticker.tick().await;
-        }
+    for (n, (event_type, body)) in events.iter().enumerate() {
+        // Paced: the time it was due (a publisher behind schedule shows in
+        // the latency); burst: the time it is published.
+        let received_at_ms = match (ticker.as_mut(), rate) {
+            (Some(ticker), Some(rate)) => {
+                ticker.tick().await;
+                start_ms + (n as f64 * 1000.0 / rate) as i64
+            }
+            _ => now_ms(),
+        };
         // As ingest publishes them: persistent, typed, with the receive time.
         let properties = shared::envelope::Envelope {
             event_type,
             event_id: None,
             created: None,
             request_id: None,
-            received_at_ms: now_ms(),
+            received_at_ms,
         }
         .properties();
         let confirm = channel
@@ -291,28 +418,46 @@ async fn end_to_end(workers: usize, count: usize, rate: Option<f64>) -> anyhow::
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let costs = meters
+        .into_iter()
+        .map(|meter| meter.finish(u64::try_from(count).unwrap_or(u64::MAX)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let row = client
         .query_one(
-            "SELECT extract(epoch FROM max(processed_at) - min(received_at))::float8, \
-             (percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - received_at)))::float8, \
-             (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - received_at)))::float8 \
-             FROM events",
+            "WITH latency AS (SELECT extract(epoch FROM processed_at - received_at) AS s FROM events) \
+             SELECT (SELECT extract(epoch FROM max(processed_at) - min(received_at)) FROM events)::float8, \
+             (percentile_cont(0.5) WITHIN GROUP (ORDER BY s))::float8, \
+             (percentile_cont(0.9) WITHIN GROUP (ORDER BY s))::float8, \
+             (percentile_cont(0.99) WITHIN GROUP (ORDER BY s))::float8, \
+             max(s)::float8 FROM latency",
             &[],
         )
         .await?;
-    let (span, p50, p99): (f64, f64, f64) = (row.get(0), row.get(1), row.get(2));
+    let span: f64 = row.get(0);
+    let seconds = |column: usize| -> f64 { row.get::<_, f64>(column).max(0.0) * 1e3 };
     let elapsed = span.max(start.elapsed().as_secs_f64().min(span.max(0.001)));
     // The two statistics reads and the percentiles query also commit.
     let committed = commits(&client).await? - commits_before - polls - 3;
-    for (token, handle) in running {
-        token.cancel();
-        handle.await??;
+    for worker in running {
+        worker.terminate().await?;
     }
     let _ = connection.close(200, "bench done".into()).await;
+    let name = match rate {
+        Some(rate) => format!("{workers} worker(s) paced at {rate:.0}/s"),
+        None => format!("{workers} worker(s) burst"),
+    };
     Ok(Measured {
-        rate: count as f64 / elapsed,
+        phase: Phase {
+            name,
+            rate: count as f64 / elapsed,
+            ok: u64::try_from(count).unwrap_or(u64::MAX),
+            failed: 0,
+            p50_ms: seconds(1),
+            p90_ms: seconds(2),
+            p99_ms: seconds(3),
+            max_ms: seconds(4),
+        },
         per_commit: count as f64 / committed.max(1) as f64,
-        p50: Duration::from_secs_f64(p50.max(0.0)),
-        p99: Duration::from_secs_f64(p99.max(0.0)),
+        costs,
     })
 }
