@@ -10,8 +10,8 @@
 //!   deep: an object with `object: "event"`, an `evt_` id of
 //!   `[A-Za-z0-9_]` (at most 255 characters), a `type` of 1 to 255
 //!   characters of `[a-z0-9._]`, an integer `created` that fits in i64,
-//!   `livemode` a boolean, null or absent, and none of these keys twice (a
-//!   body whose `id` could be read two ways is refused).
+//!   `livemode` a boolean or absent (not null), and none of these keys
+//!   twice (a body whose `id` could be read two ways is refused).
 //! - What it returns is what the body says (id, type, created, livemode).
 //! - When the worker's parse also succeeds, both read the same id, type,
 //!   created and livemode: the message id and routing key ingest publishes
@@ -78,7 +78,7 @@ fn reference(body: &[u8]) -> Option<EventEnvelope> {
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_'));
     let created = object.get("created")?.as_i64()?;
     let livemode = match object.get("livemode") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => return None,
     };

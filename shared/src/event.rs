@@ -168,7 +168,15 @@ struct RawEnvelope<'a> {
     #[serde(rename = "type", borrow)]
     event_type: Cow<'a, str>,
     created: i64,
+    /// Absent is `None`; present, it must be a boolean (`null` too is
+    /// refused), as [`StripeEvent`] reads it.
+    #[serde(default, deserialize_with = "present_bool")]
     livemode: Option<bool>,
+}
+
+/// A boolean that is there: `Some` of it (absence is the field's default).
+fn present_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(deserializer).map(Some)
 }
 
 impl EventEnvelope {
@@ -277,6 +285,21 @@ mod tests {
             EventEnvelope::parse(no_created),
             Err(EnvelopeError::NotJson(_))
         ));
+    }
+
+    /// Found by the `worker_delivery` fuzz target: ingest took `null` for
+    /// "not said" and published the event, which the worker, reading a
+    /// boolean, could never apply (a poison message).
+    #[test]
+    fn envelope_refuses_a_null_livemode_as_the_worker_does() {
+        let null = br#"{"id":"evt_1","object":"event","type":"a.b","created":1,"livemode":null}"#;
+        assert!(matches!(
+            EventEnvelope::parse(null),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(StripeEvent::parse(null).is_err());
+        let absent = br#"{"id":"evt_1","object":"event","type":"a.b","created":1}"#;
+        assert_eq!(EventEnvelope::parse(absent).unwrap().livemode, None);
     }
 
     #[test]
