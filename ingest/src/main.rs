@@ -13,7 +13,10 @@ async fn main() -> ExitCode {
         .and_then(|()| LogFormat::from_env(&env))
         .and_then(|format| {
             // lapin stays at error whatever RUST_LOG says (see `telemetry`).
-            telemetry::init(format, "info,lapin=error");
+            // actix-http logs an ERROR for every request head it cannot parse: a
+            // client sending garbage could fill the log. Such a request is
+            // answered 400 by actix itself; set RUST_LOG to see them.
+            telemetry::init(format, "info,lapin=error,actix_http::h1::dispatcher=off");
             Settings::from_env(&env)
         });
     let settings = match settings {

@@ -223,6 +223,103 @@ async fn post(port: u16, body: &[u8], signature: &str) -> String {
         .to_owned()
 }
 
+/// The port in the `idv-ingest serving` line of a JSON log being collected.
+async fn serving_port(stderr: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> u16 {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+            let serving = text.lines().find_map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                (value["message"] == "idv-ingest serving").then(|| value["port"].as_u64())?
+            });
+            if let Some(port) = serving {
+                return u16::try_from(port).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("idv-ingest starts serving")
+}
+
+/// A client sending heads that are not HTTP cannot fill the log: actix
+/// answers them 400 itself and, by default, its per-request parse error is
+/// not logged. With the filter ingest used before (`info,lapin=error`) the
+/// same garbage is logged, so the garbage does reach the logger.
+#[tokio::test]
+async fn unparseable_request_heads_do_not_flood_the_default_log() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    for (rust_log, logged) in [(None, false), (Some("info,lapin=error"), true)] {
+        let prefix = test_prefix("garbage");
+        let mut command = ingest();
+        command
+            .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
+            .env("AMQP_URL", test_amqp_url())
+            .env("AMQP_PREFIX", &prefix)
+            .env("LOG_FORMAT", "json");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let reader = collect(child.stderr.take().unwrap(), stderr.clone());
+        let port = serving_port(&stderr).await;
+        for _ in 0..20 {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            stream
+                .write_all(b"\x16\x03\x01 NOT HTTP\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+                .await
+                .expect("actix answers or closes")
+                .ok();
+            let status = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.is_empty() || status.starts_with("HTTP/1.1 400"),
+                "{status}"
+            );
+        }
+        let pid = child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("idv-ingest stops after SIGTERM")
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+        reader.await.unwrap();
+        let log = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+        let parse_errors = log
+            .lines()
+            .filter(|line| line.contains("actix_http::h1::dispatcher"))
+            .count();
+        if logged {
+            assert!(parse_errors > 0, "RUST_LOG={rust_log:?}: {log}");
+        } else {
+            assert_eq!(parse_errors, 0, "default filter: {log}");
+        }
+
+        let connection = Connection::connect(&test_amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        topology::delete(&channel, &Topology::new(&prefix).unwrap())
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn no_payload_reaches_the_log_even_at_trace() {
     use std::sync::{Arc, Mutex};
@@ -246,22 +343,7 @@ async fn no_payload_reaches_the_log_even_at_trace() {
         collect(child.stdout.take().unwrap(), stdout.clone()),
         collect(child.stderr.take().unwrap(), stderr.clone()),
     ];
-    // The port is in the `idv-ingest serving` line.
-    let port = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let text = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
-            let serving = text.lines().find_map(|line| {
-                let value: serde_json::Value = serde_json::from_str(line).ok()?;
-                (value["message"] == "idv-ingest serving").then(|| value["port"].as_u64())?
-            });
-            if let Some(port) = serving {
-                return u16::try_from(port).unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("idv-ingest starts serving");
+    let port = serving_port(&stderr).await;
 
     let event = |id: &str, event_type: &str, marker: &str| {
         serde_json::to_vec(&serde_json::json!({
