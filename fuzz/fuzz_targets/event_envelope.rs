@@ -6,7 +6,8 @@
 //! Input: a raw event body (seeds: the fixtures' events).
 //!
 //! - The envelope is accepted exactly when the body is JSON (so UTF-8
-//!   throughout, in the fields the envelope skips too) nested at most 64
+//!   throughout, in the fields the envelope skips too, no `\u0000` and
+//!   no lone surrogate) nested at most 64
 //!   deep: an object with `object: "event"`, an `evt_` id of
 //!   `[A-Za-z0-9_]` (at most 255 characters), a `type` of 1 to 255
 //!   characters of `[a-z0-9._]`, an integer `created` that fits in i64,
@@ -52,7 +53,7 @@ fuzz_target!(|body: &[u8]| {
 /// The envelope the body should give, decided from its JSON value.
 fn reference(body: &[u8]) -> Option<EventEnvelope> {
     let value: Value = serde_json::from_slice(body).ok()?;
-    if depth(&value) > MAX_DEPTH {
+    if depth(&value) > MAX_DEPTH || has_nul(&value) {
         return None;
     }
     let object = value.as_object()?;
@@ -100,6 +101,16 @@ fn depth(value: &Value) -> usize {
         Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
         Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
         _ => 0,
+    }
+}
+
+/// A NUL anywhere (`\u0000`): PostgreSQL's `jsonb` cannot store it.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

@@ -22,6 +22,11 @@ pub enum ShapeError {
     NotUtf8,
     #[error("it is nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// Found by the `event_envelope` fuzz target: serde does not check the
+    /// `\u` escapes of what it skips, while the worker's parse refuses a
+    /// lone surrogate and PostgreSQL's `jsonb` refuses `\u0000`.
+    #[error("it has a \\u escape of no character (a lone surrogate, or \\u0000)")]
+    BadEscape,
 }
 
 /// Checks `body` is UTF-8 and nests at most [`MAX_DEPTH`] deep. Brackets
@@ -34,7 +39,7 @@ pub fn check(body: &[u8]) -> Result<(), ShapeError> {
     while let Some(&byte) = body.get(at) {
         match byte {
             b'"' => {
-                at = after_string(body, at + 1);
+                at = after_string(body, at + 1)?;
                 continue;
             }
             b'[' | b'{' => {
@@ -55,15 +60,38 @@ pub fn check(body: &[u8]) -> Result<(), ShapeError> {
 /// end of `body` if it never closes). Strings are most of an event's bytes,
 /// so they are crossed with `memchr` rather than byte by byte: this check
 /// runs on every request ingest accepts.
-fn after_string(body: &[u8], mut at: usize) -> usize {
+fn after_string(body: &[u8], mut at: usize) -> Result<usize, ShapeError> {
     loop {
         let rest = body.get(at..).unwrap_or_default();
         match memchr::memchr2(b'"', b'\\', rest) {
-            None => return body.len(),
+            None => return Ok(body.len()),
             // An escape: the byte after the backslash is never the end.
-            Some(offset) if rest[offset] == b'\\' => at += offset + 2,
-            Some(offset) => return at + offset + 1,
+            Some(offset) if rest[offset] == b'\\' => {
+                at += offset + 2;
+                if rest.get(offset + 1) == Some(&b'u') {
+                    at = after_unicode_escape(body, at)?;
+                }
+            }
+            Some(offset) => return Ok(at + offset + 1),
         }
+    }
+}
+
+/// Past the hex digits of a `\u` escape whose digits start at `at`
+/// (with its low surrogate when it is a high one). Refuses `\u0000` and a
+/// surrogate without its other half; leaves bad hex digits to the parser.
+fn after_unicode_escape(body: &[u8], at: usize) -> Result<usize, ShapeError> {
+    let hex = |at: usize| {
+        let digits = std::str::from_utf8(body.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    match hex(at) {
+        Some(0) | Some(0xDC00..=0xDFFF) => Err(ShapeError::BadEscape),
+        Some(0xD800..=0xDBFF) => match (body.get(at + 4..at + 6), hex(at + 6)) {
+            (Some(br"\u"), Some(0xDC00..=0xDFFF)) => Ok(at + 10),
+            _ => Err(ShapeError::BadEscape),
+        },
+        _ => Ok(at),
     }
 }
 
@@ -99,6 +127,22 @@ mod tests {
             Ok(())
         );
         assert_eq!(check(br#"{"a":"\"#), Ok(()));
+    }
+
+    #[test]
+    fn escapes_of_no_character_are_refused() {
+        for bad in [
+            r#"{"a":"\udaAc"}"#,
+            r#"{"\udc00":1}"#,
+            r#"{"a":"\ud83d\u0041"}"#,
+            r#"{"a":"\ud83d"}"#,
+            r#"{"a":"x\u0000"}"#,
+        ] {
+            assert_eq!(check(bad.as_bytes()), Err(ShapeError::BadEscape), "{bad}");
+        }
+        for good in [r#"{"a":"\ud83d\ude00 \u00e9 \\u0000"}"#, r#"{"a":"\u"}"#] {
+            assert_eq!(check(good.as_bytes()), Ok(()), "{good}");
+        }
     }
 
     #[test]
