@@ -2,8 +2,12 @@
 # Removes what an interrupted test or benchmark run may have left on the
 # local services: queues, exchanges and policies named test-TAG-… (or bench-…) on
 # RabbitMQ's default vhost, and databases named idv_test_TAG_… on
-# PostgreSQL. The tests delete their own on the way out; this is for runs
-# that were killed.
+# PostgreSQL; and the private servers such a run started under target/:
+# the cluster test's RabbitMQ nodes (target/rabbitmq-cluster/idvt-TAG-…,
+# through deploy/rabbitmq-cluster.sh down) and the fault run's RabbitMQ
+# node and PostgreSQL (target/fault-run/TAG<6 hex>/, stopped and deleted).
+# The tests delete their own on the way out; this is for runs that were
+# killed.
 #
 #   deploy/clean-test-debris.sh TAG     # one test run's (deploy/test.sh passes its tag)
 #   deploy/clean-test-debris.sh --all   # every test and bench run's, running ones too
@@ -31,9 +35,15 @@ elif [ "$1" != "--all" ]; then
   fi
   amqp_pattern="^test-$tag-[A-Za-z0-9._-]*\$"
   db_pattern="idv\\_test\\_${tag}\\_%"
+  # tests/src/cluster.rs: prefix idvt-<tag>-<label>; tests/tests/fault_run.rs:
+  # target/fault-run/<tag><6 hex of a uuid>.
+  cluster_glob="idvt-$tag-*"
+  fault_glob="${tag}[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]"
 else
   amqp_pattern='^(test|bench)-[A-Za-z0-9._-]*$'
   db_pattern='idv\_test\_%'
+  cluster_glob='idvt-*'
+  fault_glob='*'
 fi
 
 # Never prompts for a password (this runs on the way out of CI).
@@ -77,4 +87,31 @@ DROP DATABASE IF EXISTS :"db" WITH (FORCE)
 SQL
     done
 fi
+
+# Private servers under target/ (never the shared ones: only nodes named
+# after a state directory found here, and PostgreSQL data directories
+# under target/fault-run). rabbitmq-cluster.sh down stops a prefix's nodes
+# and deletes its state directory.
+cluster_down() { # state root, prefix
+  IDV_CLUSTER_STATE=$1 bash deploy/rabbitmq-cluster.sh down --prefix "$2" 2>&1 |
+    sed 's/^==> /clean-test-debris: /'
+}
+for dir in target/rabbitmq-cluster/$cluster_glob; do
+  [ -d "$dir" ] && cluster_down "$PWD/target/rabbitmq-cluster" "${dir##*/}"
+done
+pg_bin=${IDV_FAULT_PG_BIN:-/usr/lib/postgresql/15/bin}
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -n -u postgres "$@"; fi
+}
+for dir in target/fault-run/$fault_glob; do
+  [ -d "$dir" ] || continue
+  # tests/src/fault/private_rabbit.rs: prefix idv-fault under <dir>/rabbit.
+  [ -d "$dir/rabbit/idv-fault" ] && cluster_down "$PWD/$dir/rabbit" idv-fault
+  # tests/src/fault/private_pg.rs: data in <dir>/pg/data, run as postgres.
+  if [ -f "$dir/pg/data/postmaster.pid" ]; then
+    as_postgres "$pg_bin/pg_ctl" -D "$PWD/$dir/pg/data" stop -m immediate -w -t 60 >/dev/null 2>&1 &&
+      echo "stopped the fault run's PostgreSQL in $dir/pg"
+  fi
+  rm -rf "$dir" && echo "removed $dir"
+done
 exit 0

@@ -6,7 +6,7 @@
 #
 #   deploy/rabbitmq-cluster.sh up [--nodes N] [--prefix P] [--base-port PORT]
 #   deploy/rabbitmq-cluster.sh down [--prefix P]
-#   deploy/rabbitmq-cluster.sh stop-node K [--prefix P]
+#   deploy/rabbitmq-cluster.sh stop-node K [--kill] [--prefix P]
 #   deploy/rabbitmq-cluster.sh start-node K [--prefix P]
 #   deploy/rabbitmq-cluster.sh status [--prefix P]
 #   deploy/rabbitmq-cluster.sh ctl|queues K [--prefix P] -- ARGS...
@@ -22,24 +22,29 @@
 # (everything else goes to stderr), ready for AMQP_URL, and keeps it in
 # <state dir>/amqp_url:   export AMQP_URL=$(deploy/rabbitmq-cluster.sh up)
 # `down` stops every node of the prefix and deletes its state directory;
-# it is safe when nothing is up. `stop-node K` shuts node K down (its
-# Erlang VM exits, as when a machine is lost); `start-node K` starts it
-# again and it rejoins the cluster from its own data. `ctl K -- ARGS` and
+# it is safe when nothing is up. An `up` that fails or is interrupted
+# (INT, TERM, HUP) takes down what it started. `stop-node K` shuts node K
+# down cleanly (its Erlang VM exits); `stop-node K --kill` SIGKILLs the
+# VM instead, an abrupt death as when a machine is lost (its TCP peers
+# still see the kernel close the sockets: a partition, where nothing at all
+# comes back, cannot be made on one machine this way); `start-node K`
+# starts it again and it rejoins the cluster from its own data. `ctl K -- ARGS` and
 # `queues K -- ARGS` run rabbitmqctl or rabbitmq-queues ARGS against node K
 # (with the node's cookie): `ctl 1 -- list_queues name leader members`.
 #
 # The machine's own broker (rabbit@<host> on 5672) is never touched: the
 # prefix `rabbit` and any node port of 5672 are refused, every command
 # names its node, and the system's rabbitmq-env.conf and rabbitmq.conf are
-# not read. The nodes share the local install's Erlang cookie when it is
-# readable (so the system's rabbitmqctl reaches them too), else get a new one.
+# not read. Each state directory gets an Erlang cookie of its own, never
+# the machine broker's, so the nodes are no trusted peers of rabbit@<host>;
+# every rabbitmqctl and rabbitmq-queues call here uses it (HOME=<state dir>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/services.sh
 source deploy/services.sh
 
 usage() {
-  sed -n '8,13p' "$0" | sed 's/^# *//' >&2
+  sed -n '7,12p' "$0" | sed 's/^# *//' >&2
   exit 2
 }
 
@@ -47,6 +52,7 @@ prefix=idv-cluster
 nodes=3
 base_port=5681
 node_arg=
+kill_node=false
 
 command=${1:-}
 [ -n "$command" ] || usage
@@ -65,6 +71,7 @@ while [ $# -gt 0 ]; do
     --nodes) nodes=${2:-}; shift 2 || usage ;;
     --prefix) prefix=${2:-}; shift 2 || usage ;;
     --base-port) base_port=${2:-}; shift 2 || usage ;;
+    --kill) kill_node=true; shift ;;
     *) echo "rabbitmq-cluster: unknown argument $1" >&2; usage ;;
   esac
 done
@@ -166,14 +173,12 @@ log.console = false
 EOF
 }
 
+# A fresh cookie per state directory: a copy of the machine broker's would
+# make rabbit@<host> and these nodes trusted peers of each other.
 write_cookie() {
   local cookie=$state/.erlang.cookie
   [ -f "$cookie" ] && return 0
-  if [ -r /var/lib/rabbitmq/.erlang.cookie ]; then
-    cp /var/lib/rabbitmq/.erlang.cookie "$cookie"
-  else
-    head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr 'a-f' 'A-F' >"$cookie"
-  fi
+  head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr 'a-f' 'A-F' >"$cookie"
   chmod 400 "$cookie"
 }
 
@@ -186,6 +191,8 @@ start_node() {
     return 0
   fi
   port_open "$port" && fail "port $port (node $k's AMQP port) is already taken by something else"
+  # A killed VM leaves its pid file: `await_node` would read the dead pid.
+  rm -f "$(node_dir "$k")/pid"
   (node_env "$k" && cd "$(node_dir "$k")" && "$bin/rabbitmq-server" -detached >>"$(node_dir "$k")/log/startup.log" 2>&1) ||
     fail "$(node_name "$k") did not start; see $(node_dir "$k")/log"
 }
@@ -232,6 +239,10 @@ cmd_up() {
     fi
   done
   mkdir -p "$state"
+  # From here on a failure, or an interrupted run, takes down what this
+  # run started (a SIGKILLed run leaves it for clean-test-debris.sh).
+  trap 'cmd_down' EXIT
+  trap 'exit 1' INT TERM HUP
   printf 'nodes=%s\nbase_port=%s\n' "$nodes" "$base_port" >"$state/cluster.env"
   write_cookie
   say "starting $nodes RabbitMQ node(s) $prefix-1..$nodes@localhost on ports $base_port..$(amqp_port "$nodes") (state in $state)"
@@ -257,22 +268,55 @@ cmd_up() {
   await_cluster 1
   say "cluster of $nodes running: $(ctl 1 eval 'rabbit_nodes:all_running().')"
   amqp_urls >"$state/amqp_url"
+  trap - EXIT INT TERM HUP
   amqp_urls
+}
+
+# The pid of node $1's Erlang VM from the pid file it wrote, printed only
+# if that process is still it (its command line names the node's own
+# directory); fails otherwise.
+node_vm_pid() {
+  local pid_file pid
+  pid_file=$(node_dir "$1")/pid
+  [ -f "$pid_file" ] || return 1
+  pid=$(cat "$pid_file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(node_dir "$1")/" || return 1
+  echo "$pid"
+}
+
+# Waits up to $2 tenths of a second for process $1 to be gone.
+await_exit() {
+  local pid=$1 tenths=$2
+  while [ -d "/proc/$pid" ] && [ "$tenths" -gt 0 ]; do
+    sleep 0.1
+    tenths=$((tenths - 1))
+  done
+  [ ! -d "/proc/$pid" ]
+}
+
+# SIGKILLs node $1's VM (an abrupt death) and waits until it is gone.
+kill_node_vm() {
+  local pid
+  pid=$(node_vm_pid "$1") || return 0
+  kill -KILL "$pid" 2>/dev/null || true
+  await_exit "$pid" 100 || fail "$(node_name "$1") (pid $pid) still exists 10 s after SIGKILL"
 }
 
 # Shuts node $1 down (its VM exits); a node that is not running is left be.
 shutdown_node() {
-  local k=$1 pid_file pid
+  local k=$1 pid
   if ctl "$k" shutdown >/dev/null 2>&1; then
     return 0
   fi
-  # Not answering: end its VM by the pid it wrote, if that is still it.
-  pid_file=$(node_dir "$k")/pid
-  [ -f "$pid_file" ] || return 0
-  pid=$(cat "$pid_file")
-  if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(node_dir "$k")/"; then
-    kill "$pid" 2>/dev/null || true
-  fi
+  # Not answering: end its VM by the pid it wrote, if that is still it,
+  # and SIGKILL it if TERM has not ended it within 10 s.
+  pid=$(node_vm_pid "$k") || return 0
+  kill "$pid" 2>/dev/null || true
+  await_exit "$pid" 100 && return 0
+  say "$(node_name "$k") (pid $pid) did not exit within 10 s of SIGTERM: SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  await_exit "$pid" 50 || say "$(node_name "$k") (pid $pid) still exists after SIGKILL"
 }
 
 cmd_down() {
@@ -306,8 +350,13 @@ cmd_stop_node() {
   load_state
   check_node_arg
   bin=$(rabbitmq_bin) || fail "rabbitmq-server is not installed"
-  shutdown_node "$node_arg"
-  say "$(node_name "$node_arg") stopped"
+  if [ "$kill_node" = true ]; then
+    kill_node_vm "$node_arg"
+    say "$(node_name "$node_arg") killed (SIGKILL)"
+  else
+    shutdown_node "$node_arg"
+    say "$(node_name "$node_arg") stopped"
+  fi
 }
 
 cmd_start_node() {
