@@ -273,15 +273,15 @@ cmd_up() {
 }
 
 # The pid of node $1's Erlang VM from the pid file it wrote, printed only
-# if that process is still it (its command line names the node's own
-# directory); fails otherwise.
+# if that process is still it (its environment names the node, as
+# node_env set it; the VM's command line does not); fails otherwise.
 node_vm_pid() {
   local pid_file pid
   pid_file=$(node_dir "$1")/pid
   [ -f "$pid_file" ] || return 1
   pid=$(cat "$pid_file")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(node_dir "$1")/" || return 1
+  tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF -- "RABBITMQ_NODENAME=$(node_name "$1")" || return 1
   echo "$pid"
 }
 
@@ -298,7 +298,7 @@ await_exit() {
 # SIGKILLs node $1's VM (an abrupt death) and waits until it is gone.
 kill_node_vm() {
   local pid
-  pid=$(node_vm_pid "$1") || return 0
+  pid=$(node_vm_pid "$1") || fail "$(node_name "$1") is not running (no live VM of its in $(node_dir "$1")/pid)"
   kill -KILL "$pid" 2>/dev/null || true
   await_exit "$pid" 100 || fail "$(node_name "$1") (pid $pid) still exists 10 s after SIGKILL"
 }

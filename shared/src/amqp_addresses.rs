@@ -150,7 +150,15 @@ impl AmqpAddresses {
             let error = match tokio::time::timeout(inner.attempt_timeout, attempt).await {
                 Ok(Ok(connection)) => {
                     inner.start.store(index, Ordering::Relaxed);
-                    if !failures.is_empty() {
+                    if failures.is_empty() {
+                        // Which node a process is on, for operators (and
+                        // the cluster test): a connect whose attempt before
+                        // timed out starts here with no failure to report.
+                        tracing::info!(
+                            connected_to = %inner.hosts[index],
+                            "connected to a broker address",
+                        );
+                    } else {
                         tracing::warn!(
                             connected_to = %inner.hosts[index],
                             failed = %ConnectError { failures },

@@ -122,7 +122,21 @@ impl TestCluster {
         .await;
     }
 
-    /// Starts node `k` again and waits until it serves.
+    /// SIGKILLs node `k`'s Erlang VM (`stop-node K --kill`): an abrupt
+    /// death, no clean shutdown of its queues' replicas or connections.
+    pub async fn kill_node(&self, k: usize) {
+        self.script(vec![
+            "stop-node".into(),
+            k.to_string(),
+            "--kill".into(),
+            "--prefix".into(),
+            self.prefix.clone(),
+        ])
+        .await;
+    }
+
+    /// Starts node `k` again and waits until it serves (its queue
+    /// replicas may still be catching up: see [`Self::online_replicas`]).
     pub async fn start_node(&self, k: usize) {
         self.script(vec![
             "start-node".into(),
@@ -180,6 +194,26 @@ impl TestCluster {
             .filter_map(|m| self.node_number(m.as_str()?))
             .collect();
         Some((leader, members))
+    }
+
+    /// The node numbers of `queue`'s replicas that are online (`list_queues
+    /// name online`), as node `k` sees them, sorted; `None` while node `k`
+    /// cannot tell.
+    pub async fn online_replicas(&self, k: usize, queue: &str) -> Option<Vec<usize>> {
+        let queues = self
+            .tool_json("ctl", k, &["list_queues", "name", "online"])
+            .await?;
+        let entry = queues
+            .as_array()?
+            .iter()
+            .find(|q| q["name"].as_str() == Some(queue))?;
+        let mut online: Vec<usize> = entry["online"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| self.node_number(m.as_str()?))
+            .collect();
+        online.sort_unstable();
+        Some(online)
     }
 
     /// `rabbitmq-queues quorum_status QUEUE` on node `k`: one entry per

@@ -10,10 +10,11 @@
 //! sender POSTs signed events at a steady pace and retries every non-2xx
 //! and every connection error until a 2xx. Under that load a node that is
 //! not the leader of `idv.events` is shut down; the pipeline must be whole
-//! again while it is still down (ingest answering 2xx, events applied,
-//! both workers consuming), which it can only be if the processes that
-//! were connected to it failed over to another address. It is started
-//! again, then the leader's node is shut down, with the same demand, and
+//! again while it is still down: ingest answering 2xx, events applied,
+//! both workers consuming, and each process whose node it was logging that
+//! it connected to a live node's address. It is started again, and once
+//! the queue's replica there is online again, the leader's node is killed
+//! (SIGKILL of its Erlang VM, an abrupt death) with the same demand, and
 //! started again. Then the audit: the inbox holds each event answered 2xx
 //! exactly once and nothing else, the record equals one built by applying
 //! the same events in one uninterrupted pass, every queue is empty and
@@ -69,6 +70,8 @@ async fn losing_a_node_and_then_the_queue_leader_under_load_loses_and_repeats_no
         start_worker(&cluster, 2, &prefix, &db).await,
         start_worker(&cluster, 3, &prefix, &db).await,
     ];
+    // The node each process is connected to: ingest, then the workers.
+    let mut on_node = [1, 2, 3];
 
     // Declared while all three nodes were members: a replica on each.
     let (leader, members) = await_leader(&cluster, 1, &queue, 3).await;
@@ -98,17 +101,46 @@ async fn losing_a_node_and_then_the_queue_leader_under_load_loses_and_repeats_no
     // A node that is not the leader: the one ingest is on, unless it
     // leads, so that the publisher has to fail over first.
     let follower = if leader == 1 { 2 } else { 1 };
-    let lost_follower = lose_node(&cluster, follower, &queue, &sender.ledger, &client).await;
+    let processes = [&ingest, &workers[0].0, &workers[1].0];
+    let lost_follower = lose_node(
+        &cluster,
+        Loss::Shutdown(follower),
+        &queue,
+        &sender.ledger,
+        &client,
+        processes,
+        &mut on_node,
+    )
+    .await;
     cluster.start_node(follower).await;
-    await_leader(&cluster, follower, &queue, 3).await;
+    await_all_replicas_online(&cluster, follower, &queue).await;
 
     let (leader, _) = await_leader(&cluster, follower, &queue, 3).await;
-    let lost_leader = lose_node(&cluster, leader, &queue, &sender.ledger, &client).await;
+    let lost_leader = lose_node(
+        &cluster,
+        Loss::Kill(leader),
+        &queue,
+        &sender.ledger,
+        &client,
+        processes,
+        &mut on_node,
+    )
+    .await;
     let survivor = if leader == 1 { 2 } else { 1 };
-    let (new_leader, _) = await_leader(&cluster, survivor, &queue, 3).await;
-    assert_ne!(new_leader, leader, "a new leader was elected");
+    // After a kill, a survivor may name the dead leader until the election
+    // is over: wait for another.
+    let new_leader = eventually_some(
+        DEADLINE,
+        &format!("a new leader of {queue} elected, not node {leader}"),
+        || async {
+            let (new_leader, _) = cluster.leader_and_members(survivor, &queue).await?;
+            (new_leader != leader).then_some(new_leader)
+        },
+    )
+    .await;
+    eprintln!("{queue}: node {new_leader} leads after node {leader} was killed");
     cluster.start_node(leader).await;
-    await_leader(&cluster, leader, &queue, 3).await;
+    await_all_replicas_online(&cluster, leader, &queue).await;
     // Some load on the whole cluster again before stopping.
     let answered = Ledger::count(&sender.ledger.answered_2xx);
     eventually(
@@ -276,36 +308,146 @@ async fn await_leader(
     .await
 }
 
-/// Shuts node `k` down under load and returns how long the pipeline took
-/// to be whole again without it: a POST answered 2xx, an event applied,
-/// and both workers consuming `queue`, all after the loss.
+/// How a node is lost.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// `stop-node K`: a clean shutdown.
+    Shutdown(usize),
+    /// `stop-node K --kill`: SIGKILL of its Erlang VM.
+    Kill(usize),
+}
+
+/// The log lines `shared::amqp_addresses` writes when a connect opened:
+/// at another address than the one it tried first, or at that one (a
+/// process whose open timed out after connecting starts its next connect at
+/// the next address, with no failure to report).
+const FAILED_OVER: &str = "connected to another broker address";
+const CONNECTED: &str = "connected to a broker address";
+
+/// Loses a node under load and returns how long the pipeline took to be
+/// whole again without it: a POST answered 2xx, an event applied, both
+/// workers consuming `queue` (as the survivor counts them, which may lag
+/// by a few seconds), and each of `processes` (ingest, the workers) whose
+/// node in `on_node` was the lost one logging, after the loss, that it
+/// connected to a live node's address; `on_node` is updated to where they
+/// went.
 async fn lose_node(
     cluster: &TestCluster,
-    k: usize,
+    loss: Loss,
     queue: &str,
     ledger: &Ledger,
     client: &tokio_postgres::Client,
+    processes: [&ServiceProcess; 3],
+    on_node: &mut [usize; 3],
 ) -> Duration {
+    let k = match loss {
+        Loss::Shutdown(k) | Loss::Kill(k) => k,
+    };
     let survivor = if k == 1 { 2 } else { 1 };
-    cluster.stop_node(k).await;
+    // Only what they log from here on counts.
+    let marks = processes.map(|p| p.output().lines().count());
+    match loss {
+        Loss::Shutdown(k) => cluster.stop_node(k).await,
+        Loss::Kill(k) => cluster.kill_node(k).await,
+    }
     let lost = Instant::now();
     let (answered, applied) = (
         Ledger::count(&ledger.answered_2xx),
         event_count(client).await,
     );
-    eventually(
+    let before = *on_node;
+    let last_state = std::sync::Mutex::new(String::new());
+    *on_node = eventually_some(
         RECOVERY_DEADLINE,
-        &format!("the pipeline whole again with node {k} down"),
+        &format!(
+            "the pipeline whole again with node {k} down ({loss:?}; ingest and the workers \
+             were on nodes {before:?}, each on node {k} logging that it connected to a live node)"
+        ),
         || async {
-            Ledger::count(&ledger.answered_2xx) > answered
-                && event_count(client).await > applied
-                && consumers(cluster, survivor, queue).await == Some(2)
+            let moved: Vec<Option<usize>> = (0..3)
+                .map(|i| {
+                    if before[i] == k {
+                        failed_over_to(processes[i], marks[i], k)
+                    } else {
+                        Some(before[i])
+                    }
+                })
+                .collect();
+            let state = (
+                Ledger::count(&ledger.answered_2xx) > answered,
+                event_count(client).await > applied,
+                consumers(cluster, survivor, queue).await,
+                moved,
+            );
+            // What is still missing, for a failure's story.
+            let mut last = last_state.lock().unwrap();
+            let shown = format!(
+                "answered 2xx: {}, applied: {}, consumers: {:?}, on nodes: {:?}",
+                state.0, state.1, state.2, state.3
+            );
+            if *last != shown {
+                eprintln!(
+                    "node {k} lost, {:.1} s: {shown}",
+                    lost.elapsed().as_secs_f64()
+                );
+                for (i, node) in state.3.iter().enumerate() {
+                    if node.is_none() {
+                        let output = processes[i].output();
+                        let tail: Vec<&str> = output.lines().skip(marks[i]).collect();
+                        eprintln!("process {i} since the loss:\n{}", tail.join("\n"));
+                    }
+                }
+                *last = shown;
+            }
+            let now_on: Option<Vec<usize>> = state.3.into_iter().collect();
+            let now_on = now_on?;
+            (state.0 && state.1 && state.2 == Some(2)).then(|| [now_on[0], now_on[1], now_on[2]])
         },
     )
     .await;
     let recovered = lost.elapsed();
-    eprintln!("node {k} down: the pipeline was whole again after {recovered:?}");
+    eprintln!(
+        "node {k} lost ({loss:?}): the pipeline was whole again after {recovered:?}; \
+         ingest and the workers moved from nodes {before:?} to {on_node:?}"
+    );
     recovered
+}
+
+/// The node `process` last logged [`FAILED_OVER`] or [`CONNECTED`] to, after its first
+/// `mark` lines, if that is a node other than `lost`.
+fn failed_over_to(process: &ServiceProcess, mark: usize, lost: usize) -> Option<usize> {
+    process
+        .output()
+        .lines()
+        .skip(mark)
+        .filter_map(|line| {
+            let value: Value = serde_json::from_str(line).ok()?;
+            if value["message"] != FAILED_OVER && value["message"] != CONNECTED {
+                return None;
+            }
+            // `127.0.0.1:<port>`: node K listens on BASE_PORT + K - 1.
+            let port: usize = value["connected_to"]
+                .as_str()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()?;
+            port.checked_sub(usize::from(BASE_PORT)).map(|i| i + 1)
+        })
+        .last()
+        .filter(|&node| node != lost)
+}
+
+/// Waits until node `k` sees every replica of `queue` online again (a
+/// restarted node serves before its replica has caught up): the next loss
+/// and the audit start from three live replicas.
+async fn await_all_replicas_online(cluster: &TestCluster, k: usize, queue: &str) {
+    eventually(
+        DEADLINE,
+        &format!("{queue}'s replicas online on nodes 1, 2 and 3, as node {k} sees them"),
+        || async { cluster.online_replicas(k, queue).await.as_deref() == Some(&[1, 2, 3][..]) },
+    )
+    .await;
 }
 
 /// Consumers of `queue`, as node `k` sees them.
