@@ -54,7 +54,9 @@ struct Inner {
 pub enum AddressError {
     #[error("item {position} is empty")]
     Empty { position: usize },
-    #[error("item {position} is not an amqp:// or amqps:// URL")]
+    #[error(
+        "item {position} is not an amqp:// or amqps:// URL; a comma inside a password is written %2C"
+    )]
     NotAnAmqpUrl { position: usize },
 }
 

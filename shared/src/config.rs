@@ -237,8 +237,19 @@ mod tests {
             error.to_string(),
             "invalid AMQP_URL: expected an amqp:// or amqps:// URL such as \
              amqp://user:password@host:5672/%2f, or several separated by commas \
-             (item 2 is not an amqp:// or amqps:// URL)"
+             (item 2 is not an amqp:// or amqps:// URL; a comma inside a password is written %2C)"
         );
+        // A raw comma in a password, valid in one URL before lists, splits
+        // the list: the message says how to write it.
+        let env = Env::from_pairs([("AMQP_URL", "amqp://u:hun,ter2@a:5672/%2f")]);
+        let error = amqp_addresses(&env, "amqp://localhost")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("item 1 is not") && error.contains("%2C"),
+            "{error}"
+        );
+        assert!(!error.contains("hun") && !error.contains("ter2"), "{error}");
     }
 
     #[test]
