@@ -21,6 +21,21 @@ where
     .await;
 }
 
+/// Waits until the service whose admin listener is on `admin_port` answers
+/// `GET /readyz` with 200, as ingest and the worker do once they can work.
+pub async fn until_ready(admin_port: u16, service: &str, deadline: Duration) {
+    let client = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+    eventually(deadline, &format!("{service} to be ready"), || async {
+        client
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
 /// Like [`eventually`], for a check that yields a value once it holds.
 pub async fn eventually_some<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where

@@ -30,7 +30,7 @@ use idv_tests::bench::child::{Child, free_port, sibling_binary};
 use idv_tests::bench::results::{self, IngestMax, IngestResults, Phase, SweepPoint};
 use idv_tests::bench::{broker_ceiling, http_load, sweep};
 use idv_tests::fixtures::TEST_SECRET;
-use idv_tests::wait::eventually;
+use idv_tests::wait::{eventually, until_ready};
 use lapin::{Connection, ConnectionProperties};
 use shared::WebhookSecret;
 use shared::topology::{self, Topology};
@@ -245,20 +245,7 @@ async fn run(
     env.extend(args.ingest_env.iter().cloned());
     let binary = sibling_binary(args.ingest_bin.as_ref(), "idv-ingest")?;
     let ingest = Child::spawn("idv-ingest", &binary, &[], &env)?;
-    let client = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-    eventually(
-        Duration::from_secs(20),
-        "idv-ingest to be ready",
-        || async {
-            client
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    until_ready(admin_port, "idv-ingest", Duration::from_secs(20)).await;
     let mut maxima = Vec::new();
     for connections in &args.connections {
         let load = load(port, *connections);

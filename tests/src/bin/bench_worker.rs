@@ -37,7 +37,7 @@ use idv_tests::bench::results::{self, Phase, ProcessCost, SweepPoint, WorkerResu
 use idv_tests::bench::sweep;
 use idv_tests::broker::TestBroker;
 use idv_tests::database::TestDatabase;
-use idv_tests::wait::eventually;
+use idv_tests::wait::until_ready;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use shared::config::Env;
@@ -309,7 +309,6 @@ async fn start_workers(
     broker: &TestBroker,
     db: &TestDatabase,
 ) -> anyhow::Result<Vec<Child>> {
-    let client = reqwest::Client::new();
     let mut running = Vec::new();
     for n in 0..workers {
         let admin_port = free_port()?;
@@ -320,19 +319,7 @@ async fn start_workers(
             &[],
             &env,
         )?);
-        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-        eventually(
-            Duration::from_secs(30),
-            "idv-worker to be ready",
-            || async {
-                client
-                    .get(&ready)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            },
-        )
-        .await;
+        until_ready(admin_port, "idv-worker", Duration::from_secs(30)).await;
     }
     Ok(running)
 }

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 
 use crate::broker::TestBroker;
 use crate::fixtures::TEST_SECRET;
-use crate::wait::eventually;
+use crate::wait::until_ready;
 
 /// A running `idv-ingest`; killed if dropped before [`IngestProcess::stop`].
 #[derive(Debug)]
@@ -47,20 +47,7 @@ impl IngestProcess {
         let running = child
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let client = reqwest::Client::new();
-        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-        eventually(
-            Duration::from_secs(20),
-            "idv-ingest to be ready",
-            || async {
-                client
-                    .get(&ready)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            },
-        )
-        .await;
+        until_ready(admin_port, "idv-ingest", Duration::from_secs(20)).await;
         Ok(Self { port, running })
     }
 
