@@ -313,7 +313,9 @@ fn kind_of(error: &shared::event::EnvelopeError) -> &'static str {
         EnvelopeError::NotAnEvent => "its object is not \"event\"",
         EnvelopeError::BadId(_) => "its id is not an evt_ id",
         EnvelopeError::BadType => "its type is not an event type",
-        EnvelopeError::BadShape(_) => "it is not UTF-8 or is nested too deep",
+        EnvelopeError::BadShape(_) => {
+            "it is not UTF-8, is nested too deep, or has an escape or number out of range"
+        }
     }
 }
 
