@@ -18,15 +18,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use actix_web::web::Bytes;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use shared::amqp_addresses::AmqpAddresses;
 use shared::topology::Topology;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::metrics::ReasonLabel;
 use link::Link;
@@ -41,9 +44,9 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What is published for one webhook request. The body is the request's raw
-/// bytes, unchanged.
+/// bytes, unchanged; owned, as it moves to the publish's own task.
 pub struct OutgoingEvent<'a> {
-    pub body: &'a [u8],
+    pub body: Bytes,
     pub event_id: &'a str,
     pub event_type: &'a str,
     /// Stripe's `created`, unix seconds.
@@ -186,7 +189,40 @@ impl Publisher {
     /// Nothing is published while the chain is known to be missing. A
     /// returned message answers 503 and marks the chain missing; see
     /// [`chain`].
-    pub async fn publish(&self, event: &OutgoingEvent<'_>) -> Result<(), PublishError> {
+    ///
+    /// The publish runs on a task of its own on the calling thread's
+    /// runtime: lapin wakes a publish when its frames are written and again
+    /// at its confirm, and each wake-up of the request's own future would
+    /// have actix's connection dispatcher poll (and decode) again; the
+    /// caller is woken once, at the end. Dropping the returned future aborts
+    /// the task, which drops the publish where it stands, as if it ran in
+    /// the caller: its confirm is counted as abandoned and left to the slot.
+    /// (actix drops a request's handler when its worker stops; a client
+    /// that hangs up while the handler waits does not drop it, so such a
+    /// publish runs to its confirm or its timeout, as it did inline.)
+    pub async fn publish(&self, event: OutgoingEvent<'_>) -> Result<(), PublishError> {
+        let message = Message {
+            routing_key: event.event_type.into(),
+            properties: properties(&event),
+            body: event.body,
+        };
+        let publisher = self.clone();
+        // The publish's state is large: boxed, the task's own future (moved
+        // several times on the way into the runtime) stays small.
+        let task = AbortOnDropHandle::new(tokio::spawn(async move {
+            Box::pin(publisher.publish_bounded(message)).await
+        }));
+        match task.await {
+            Ok(published) => published,
+            // A panic in the publish is the caller's, as it would be inline.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the runtime is shutting down under the request.
+            Err(_) => Err(PublishError::Unavailable),
+        }
+    }
+
+    /// [`Publisher::publish`]'s body, within the publish timeout.
+    async fn publish_bounded(&self, message: Message) -> Result<(), PublishError> {
         let link = self
             .current()
             .filter(|link| !link.is_broken() && !link.connection_blocked())
@@ -196,7 +232,7 @@ impl Publisher {
         }
         let timeout = self.inner.config.publish_timeout;
         let written = AtomicBool::new(false);
-        match tokio::time::timeout(timeout, self.publish_on(&link, event, &written)).await {
+        match tokio::time::timeout(timeout, self.publish_on(&link, message, &written)).await {
             Err(_) => {
                 // Only a confirm the broker owes is evidence against the
                 // link, not time spent waiting for a channel's turn.
@@ -216,9 +252,14 @@ impl Publisher {
     async fn publish_on(
         &self,
         link: &Link,
-        event: &OutgoingEvent<'_>,
+        message: Message,
         written: &AtomicBool,
     ) -> Result<(), PublishError> {
+        let Message {
+            body,
+            routing_key,
+            properties,
+        } = message;
         let mut turn = link.take_turn().await.ok_or(PublishError::Unavailable)?;
         let slot = turn.slot().clone();
         // A confirm an earlier, abandoned publish left due on this channel.
@@ -239,14 +280,14 @@ impl Publisher {
             .publish(|channel| {
                 let publish = channel.basic_publish(
                     self.inner.exchange.as_str().into(),
-                    event.event_type.into(),
+                    routing_key,
                     BasicPublishOptions {
                         // Exact: one unconfirmed publish per channel.
                         mandatory: true,
                         immediate: false, // RabbitMQ does not support `immediate`
                     },
-                    event.body,
-                    properties(event),
+                    &body,
+                    properties,
                 );
                 async move {
                     let confirm = publish.await;
@@ -384,6 +425,14 @@ impl Publisher {
             }
         }
     }
+}
+
+/// One publish's message, owned by its task.
+struct Message {
+    body: Bytes,
+    /// The event's type.
+    routing_key: ShortString,
+    properties: BasicProperties,
 }
 
 fn properties(event: &OutgoingEvent<'_>) -> BasicProperties {

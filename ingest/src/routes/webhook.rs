@@ -172,14 +172,14 @@ async fn receive(
     }
     let started = Instant::now();
     let outgoing = OutgoingEvent {
-        body: &body,
+        body: body.freeze(),
         event_id: id.as_str(),
         event_type: &envelope.event_type,
         created: envelope.created,
         request_id,
         received_at_ms: i64::try_from(received_at.as_millis()).unwrap_or(i64::MAX),
     };
-    match state.publisher.publish(&outgoing).await {
+    match state.publisher.publish(outgoing).await {
         Ok(()) => {
             state
                 .metrics
