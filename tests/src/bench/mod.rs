@@ -5,6 +5,7 @@
 
 pub mod broker_ceiling;
 pub mod child;
+pub mod cpu_split;
 pub mod http1;
 pub mod http_load;
 pub mod machine;

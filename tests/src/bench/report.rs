@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use super::cpu_split::CpuSplit;
 use super::machine::Machine;
 use super::results::{IngestResults, Phase, SweepPoint, WorkerResults};
 use super::svg::{Figure, Panel, Series};
@@ -42,14 +43,16 @@ fn cpu(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), |us| format!("{us:.1} µs"))
 }
 
-/// A throughput row: what, rate, p50, p99, and the ratio column.
+/// A throughput row: what, rate, p50, p99, the ratio column, and the
+/// machine's CPU where measured.
 fn throughput_row(out: &mut String, what: &str, phase: &Phase, ratios: &str) {
     let _ = writeln!(
         out,
-        "| {what} | {} | {} | {} | {ratios} |",
+        "| {what} | {} | {} | {} | {ratios} | {} |",
         rate(phase.rate),
         ms(phase.p50_ms),
-        ms(phase.p99_ms)
+        ms(phase.p99_ms),
+        cpu_cell(phase.cpu.as_ref())
     );
 }
 
@@ -92,7 +95,7 @@ fn throughput(out: &mut String, ingest: &IngestResults, worker: &WorkerResults) 
     let first = ingest.handler.connections;
     out.push_str(
         "## Throughput against ceilings\n\n\
-         | measured | rate | p50 | p99 | ratio |\n| --- | --- | --- | --- | --- |\n",
+         | measured | rate | p50 | p99 | ratio | cores busy |\n| --- | --- | --- | --- | --- | --- |\n",
     );
     throughput_row(
         out,
@@ -137,7 +140,7 @@ fn throughput(out: &mut String, ingest: &IngestResults, worker: &WorkerResults) 
     }
     let _ = writeln!(
         out,
-        "| PostgreSQL ceiling, transactions (1 event each, {} connections) | {} | – | – | baseline |",
+        "| PostgreSQL ceiling, transactions (1 event each, {} connections) | {} | – | – | baseline | – |",
         worker.ceiling_connections,
         rate(worker.ceiling_tx_per_s)
     );
@@ -214,17 +217,32 @@ fn costs(out: &mut String, ingest: &IngestResults, worker: &WorkerResults) {
     out.push('\n');
 }
 
+/// `1.93 (RabbitMQ 0.80, PostgreSQL 0.51, idv services 0.40, load generator 0.12, other 0.10)`.
+fn cpu_cell(split: Option<&CpuSplit>) -> String {
+    split.map_or_else(
+        || "–".to_owned(),
+        |split| {
+            let groups: Vec<String> = split
+                .groups
+                .iter()
+                .map(|(name, cores)| format!("{name} {cores:.2}"))
+                .collect();
+            format!("{:.2} ({})", split.busy_cores, groups.join(", "))
+        },
+    )
+}
+
 fn sweep_table(out: &mut String, title: &str, points: &[SweepPoint]) {
     let _ = writeln!(
         out,
-        "{title}\n\n| offered | of max | achieved | failed | p50 | p90 | p99 | max |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "{title}\n\n| offered | of max | achieved | failed | p50 | p90 | p99 | max | cores busy |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for point in points {
         let phase = &point.phase;
         let _ = writeln!(
             out,
-            "| {} | {:.0}% | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0}% | {} | {} | {} | {} | {} | {} | {} |",
             rate(point.offered),
             point.fraction * 100.0,
             rate(phase.rate),
@@ -232,7 +250,8 @@ fn sweep_table(out: &mut String, title: &str, points: &[SweepPoint]) {
             ms(phase.p50_ms),
             ms(phase.p90_ms),
             ms(phase.p99_ms),
-            ms(phase.max_ms)
+            ms(phase.max_ms),
+            cpu_cell(phase.cpu.as_ref())
         );
     }
     out.push('\n');
@@ -243,7 +262,9 @@ fn sweeps(out: &mut String, ingest: &IngestResults, worker: &WorkerResults, plot
         out,
         "## Latency against offered load\n\n\
          Open loop: requests or events are sent on a fixed schedule and latency is measured \
-         from each one's scheduled time, so a stall is not hidden.\n\n![Latency against offered load]({plot})\n"
+         from each one's scheduled time, so a stall is not hidden. \
+         \"Cores busy\" is the machine's CPU over the point (all processes, from `/proc/stat`), \
+         and by whom: the load generator shares the cores with what it measures.\n\n![Latency against offered load]({plot})\n"
     );
     let connections = ingest.handler.connections;
     sweep_table(

@@ -14,6 +14,7 @@ fn phase(name: &str, rate: f64, p50_ms: f64, p99_ms: f64) -> Phase {
         p90_ms: (p50_ms + p99_ms) / 2.0,
         p99_ms,
         max_ms: p99_ms * 2.0,
+        cpu: None,
     }
 }
 
@@ -120,10 +121,11 @@ fn figures_stand_beside_their_ceilings_with_ratios() {
     assert_eq!(
         line(&report, "| idv-ingest, 32 connections, max"),
         "| idv-ingest, 32 connections, max | 6.0k/s | 4.00 ms | 10.0 ms | 0.30 of the ceiling; \
-         0.60 of the broker at 32 in flight; 0.20 of the handler |"
+         0.60 of the broker at 32 in flight; 0.20 of the handler | – |"
     );
     assert!(
-        line(&report, "| idv-ingest, 128 connections, max").ends_with("| 0.55 of the ceiling |")
+        line(&report, "| idv-ingest, 128 connections, max")
+            .ends_with("| 0.55 of the ceiling | – |")
     );
     assert!(
         line(&report, "| 2 worker(s), burst").contains("1.50 of the ceiling; 0.75 of 1 worker")
@@ -144,6 +146,26 @@ fn figures_stand_beside_their_ceilings_with_ratios() {
     // The sweeps: six offered rates each, from 10% to 100%.
     assert_eq!(report.matches("| 10% |").count(), 2);
     assert!(line(&report, "| 3.0k/s | 50% |").contains("| 8.00 ms |"));
+}
+
+#[test]
+fn a_phase_s_cpu_split_is_shown_beside_its_latency() {
+    let mut worker = worker();
+    worker.sweep[2].phase.cpu = Some(crate::bench::cpu_split::CpuSplit {
+        cores: 2,
+        busy_cores: 1.96,
+        groups: vec![
+            ("RabbitMQ".to_owned(), 0.81),
+            ("PostgreSQL".to_owned(), 0.52),
+            ("other".to_owned(), 0.05),
+        ],
+    });
+    let report = render(&machine(), &ingest(), &worker, "latency.svg");
+    let row = report
+        .lines()
+        .find(|line| line.ends_with("| 1.96 (RabbitMQ 0.81, PostgreSQL 0.52, other 0.05) |"))
+        .unwrap_or_else(|| panic!("no row with the split in\n{report}"));
+    assert!(row.contains("| 50% |"), "{row}");
 }
 
 #[test]

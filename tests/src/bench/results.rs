@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cpu_split::CpuSplit;
 use super::stats::PhaseResult;
 
 /// One measured phase: throughput and latency percentiles.
@@ -17,6 +18,9 @@ pub struct Phase {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Where the machine's CPU went during the phase, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuSplit>,
 }
 
 impl From<&PhaseResult> for Phase {
@@ -31,6 +35,7 @@ impl From<&PhaseResult> for Phase {
             p90_ms: ms(0.90),
             p99_ms: ms(0.99),
             max_ms: ms(1.0),
+            cpu: None,
         }
     }
 }

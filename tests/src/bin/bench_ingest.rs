@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use idv_tests::bench::child::{Child, free_port, sibling_binary};
+use idv_tests::bench::cpu_split::CpuSnapshot;
 use idv_tests::bench::results::{self, IngestMax, IngestResults, Phase, SweepPoint};
 use idv_tests::bench::{broker_ceiling, http_load, sweep};
 use idv_tests::fixtures::TEST_SECRET;
@@ -269,12 +270,17 @@ async fn run(
             args.sweep_seconds
         );
         let name = format!("ingest paced at {:.0}% ({offered:.0}/s)", fraction * 100.0);
+        let cpu_before = CpuSnapshot::take()?;
         let phase = http_load::run(&name, &paced).await?;
-        eprintln!("{phase}");
+        let cpu = CpuSnapshot::take()?.since(&cpu_before);
+        eprintln!("{phase}; {}", cpu.summary());
         points.push(SweepPoint {
             fraction,
             offered,
-            phase: Phase::from(&phase),
+            phase: Phase {
+                cpu: Some(cpu),
+                ..Phase::from(&phase)
+            },
         });
         purge_events(&args.amqp_url, topology).await?;
     }
@@ -315,12 +321,17 @@ async fn measure_max(
         load.duration.as_secs()
     );
     let meter = child.meter()?;
+    let cpu_before = CpuSnapshot::take()?;
     let phase = http_load::run(&format!("{what} max ({} conns)", load.connections), load).await?;
+    let cpu = CpuSnapshot::take()?.since(&cpu_before);
     let cost = meter.finish(phase.ok)?;
-    eprintln!("{phase}");
+    eprintln!("{phase}; {}", cpu.summary());
     Ok(IngestMax {
         connections: load.connections,
-        phase: Phase::from(&phase),
+        phase: Phase {
+            cpu: Some(cpu),
+            ..Phase::from(&phase)
+        },
         cost,
     })
 }

@@ -33,6 +33,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use idv_tests::bench::child::{Child, free_port, sibling_binary};
+use idv_tests::bench::cpu_split::{CpuSnapshot, CpuSplit};
 use idv_tests::bench::results::{self, Phase, ProcessCost, SweepPoint, WorkerResults, WorkerRun};
 use idv_tests::bench::sweep;
 use idv_tests::broker::TestBroker;
@@ -90,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     for workers in worker_counts {
         let burst = end_to_end(&worker_bin, workers, events, None).await?;
         println!(
-            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:.1} ms, p99 {:.1} ms, {:.1} events/commit, peak RSS {} MB",
+            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:.1} ms, p99 {:.1} ms, {:.1} events/commit, peak RSS {} MB; {}",
             burst.phase.rate,
             100.0 * burst.phase.rate / ceiling,
             burst.phase.p50_ms,
@@ -101,7 +102,12 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(|cost| format!("{:.1}", cost.peak_rss_mb))
                 .collect::<Vec<_>>()
-                .join(" + ")
+                .join(" + "),
+            burst
+                .phase
+                .cpu
+                .as_ref()
+                .map_or_else(String::new, CpuSplit::summary)
         );
         // With one worker, the whole sweep (its 50 % point is "half");
         // with more, only half the burst rate.
@@ -116,13 +122,18 @@ async fn main() -> anyhow::Result<()> {
             let count = (offered * args.paced_seconds as f64).max(1.0) as usize;
             let paced = end_to_end(&worker_bin, workers, count, Some(offered)).await?;
             println!(
-                "{workers} worker(s), paced at {offered:.0}/s ({:.0}%): {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} events/commit",
+                "{workers} worker(s), paced at {offered:.0}/s ({:.0}%): {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} events/commit; {}",
                 fraction * 100.0,
                 paced.phase.rate,
                 paced.phase.p50_ms,
                 paced.phase.p99_ms,
                 paced.phase.max_ms,
-                paced.per_commit
+                paced.per_commit,
+                paced
+                    .phase
+                    .cpu
+                    .as_ref()
+                    .map_or_else(String::new, CpuSplit::summary)
             );
             if (fraction - 0.5).abs() < 1e-9 {
                 half = Some(paced.phase.clone());
@@ -344,6 +355,7 @@ async fn end_to_end(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (connection, channel) = publisher(&broker.url).await?;
     let exchange = broker.topology.events_exchange();
+    let cpu_before = CpuSnapshot::take()?;
     let start = Instant::now();
     let start_ms = now_ms();
     let mut confirms = FuturesUnordered::new();
@@ -405,6 +417,7 @@ async fn end_to_end(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu = CpuSnapshot::take()?.since(&cpu_before);
     let costs = meters
         .into_iter()
         .map(|meter| meter.finish(u64::try_from(count).unwrap_or(u64::MAX)))
@@ -443,6 +456,7 @@ async fn end_to_end(
             p90_ms: seconds(2),
             p99_ms: seconds(3),
             max_ms: seconds(4),
+            cpu: Some(cpu),
         },
         per_commit: count as f64 / committed.max(1) as f64,
         costs,
