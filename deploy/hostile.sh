@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Hostile input at volume against the release idv-ingest: the good stream
-# alone (the baseline), then the whole hostile corpus (10,800 requests in
-# 22 families) sent while the good stream goes on, then the queues read
+# alone (the baseline), then the whole hostile corpus (11,100 requests in
+# 23 families) sent while the good stream goes on, then the queues read
 # back. Prints a table per family and the good stream's p50/p99 alone and
 # under attack; exits 1 if a bad request was not refused, anything of the
 # corpus was published, or a good event was not answered 200 and queued

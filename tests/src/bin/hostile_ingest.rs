@@ -42,7 +42,7 @@ struct Args {
     /// Slow senders in flight at once.
     #[arg(long, default_value_t = 60)]
     slow_concurrency: usize,
-    /// Multiplies every family's count (1.0: the full corpus, 10,800).
+    /// Multiplies every family's count (1.0: the full corpus, 11,100).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
     /// The `idv-ingest` binary; default: beside this one.

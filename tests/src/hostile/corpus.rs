@@ -96,6 +96,7 @@ pub fn build(family: Family, n: usize, context: &Context) -> Attack {
         Family::ChunkedBody => bodies::chunked(n, context),
         Family::InvalidUtf8 => json::invalid_utf8(n, context),
         Family::NestedJson => json::nested(n, context),
+        Family::UnreadableValue => json::unreadable_value(n, context),
         Family::HugeJson => json::huge(n, context),
         Family::WrongObject => json::wrong_object(n, context),
         Family::MissingId => json::missing_id(n, context),
@@ -160,6 +161,30 @@ mod tests {
             let body = attack.bytes.len() - head_end.unwrap() - 4;
             assert!(body <= context.max_body_bytes, "#{n}: {body} bytes");
             assert!(body > context.max_body_bytes / 2, "#{n}: {body} bytes");
+        }
+    }
+
+    #[test]
+    fn unreadable_values_are_refused_for_their_shape_alone() {
+        let context = context();
+        for n in 0..8 {
+            let attack = build(Family::UnreadableValue, n, &context);
+            let head_end = attack.bytes.windows(4).position(|w| w == b"\r\n\r\n");
+            let body = &attack.bytes[head_end.unwrap() + 4..];
+            // Well-formed JSON text with the envelope's fields intact ...
+            let text = std::str::from_utf8(body).unwrap();
+            assert!(
+                text.contains("\"id\":\"evt_hostile_unreadable_value_"),
+                "#{n}"
+            );
+            // ... refused by ingest's shape check, nothing else.
+            assert!(
+                matches!(
+                    shared::EventEnvelope::parse(body),
+                    Err(shared::event::EnvelopeError::BadShape(_))
+                ),
+                "#{n}: {text}"
+            );
         }
     }
 

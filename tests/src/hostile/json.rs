@@ -20,13 +20,18 @@ const MARK: &str = "MARK_INVALID_BYTES";
 
 /// `body` with the (first) [`MARK`] replaced by `bytes`.
 fn replace_mark(body: &[u8], bytes: &[u8]) -> Vec<u8> {
+    replace_text(body, MARK, bytes)
+}
+
+/// `body` with the first `text` in it replaced by `bytes`.
+fn replace_text(body: &[u8], text: &str, bytes: &[u8]) -> Vec<u8> {
     let at = body
-        .windows(MARK.len())
-        .position(|w| w == MARK.as_bytes())
+        .windows(text.len())
+        .position(|w| w == text.as_bytes())
         .unwrap_or(body.len());
     let mut out = body[..at].to_vec();
     out.extend_from_slice(bytes);
-    out.extend_from_slice(body.get(at + MARK.len()..).unwrap_or_default());
+    out.extend_from_slice(body.get(at + text.len()..).unwrap_or_default());
     out
 }
 
@@ -74,6 +79,40 @@ pub fn invalid_utf8(n: usize, context: &Context) -> Attack {
         }
     };
     signed(context, &replace_mark(&to_bytes(&event), bad))
+}
+
+/// A valid event but for one value, where the envelope does not read,
+/// that serde_json or PostgreSQL's `jsonb` cannot hold after ingest: a
+/// lone surrogate or `\u0000` escape in a string, or a number beyond a
+/// double or with more decimals than `numeric` keeps. Each was answered
+/// 200 and published before ingest's shape check looked at them.
+pub fn unreadable_value(n: usize, context: &Context) -> Attack {
+    let mut event = context.event(&Family::UnreadableValue.event_id(n));
+    // (where, text standing for the whole value, quotes included)
+    let (place, value): (&[&str], &[u8]) = match n % 8 {
+        0 => (&["data", "object", "metadata", "name"], br#""\ud800""#),
+        1 => (&["note"], br#""a\u0000b""#),
+        2 => (
+            &["data", "object", "last_error", "reason"],
+            br#""\udc00 alone""#,
+        ),
+        3 => (
+            &["data", "object", "client_reference_id"],
+            br#""user_\ud83d\u0041""#,
+        ),
+        4 => (&["note"], b"1e400"),
+        5 => (&["data", "object", "metadata", "score"], b"-1.8e308"),
+        6 => (&["data", "object", "extra"], b"[1, 1e-16384]"),
+        _ => (&["note"], b"0e1073741823"),
+    };
+    let mut slot = &mut event;
+    for key in place {
+        slot = &mut slot[*key];
+    }
+    *slot = MARK.into();
+    let quoted = format!("\"{MARK}\"");
+    let out = replace_text(&to_bytes(&event), &quoted, value);
+    signed(context, &out)
 }
 
 /// `depth` arrays (or objects) around a number.
