@@ -100,6 +100,15 @@ impl Link {
         self.chain_ok.load(Ordering::SeqCst)
     }
 
+    /// The connection is open and the broker not blocking us: what a
+    /// publish checks before it takes a channel (then it checks the one it
+    /// took); [`Link::is_broken`] scans every channel, for the supervisor's
+    /// tick and `/readyz`.
+    pub(super) fn connection_usable(&self) -> bool {
+        let status = self.connection.status();
+        status.connected() && !status.blocked()
+    }
+
     /// Connection or a channel closed: only a new link helps. (A blocked
     /// connection is not broken: the broker will unblock it.)
     pub(super) fn is_broken(&self) -> bool {
