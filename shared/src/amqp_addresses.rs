@@ -15,16 +15,24 @@
 //! node first every time. Processes spread over the nodes by being given
 //! the list in different orders (the cluster test rotates it per process).
 //!
+//! Each attempt is given up whole when it fails or times out: lapin's
+//! io-loop thread and the socket of that attempt go with it (see
+//! `attempt`), so a reconnect loop against a node that accepts TCP and
+//! then says nothing does not pile up threads and descriptors.
+//!
 //! The URLs hold passwords: this type never prints them. Its `Debug` and
 //! `Display` and its errors show `host:port` only.
+
+mod attempt;
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// How long one address gets to open a connection (TCP, TLS, AMQP
 /// handshake) before the next is tried. A refused connection fails at
@@ -41,6 +49,8 @@ pub struct AmqpAddresses {
 struct Inner {
     /// The URLs as written, credentials included.
     urls: Vec<SecretString>,
+    /// The same, parsed once (credentials included: never printed).
+    uris: Vec<AMQPUri>,
     /// `host:port` of each URL, for logs and errors.
     hosts: Vec<String>,
     /// The index the next connect starts at.
@@ -91,6 +101,7 @@ impl AmqpAddresses {
     /// items ignored).
     pub fn parse(raw: &str) -> Result<Self, AddressError> {
         let mut urls = Vec::new();
+        let mut uris = Vec::new();
         let mut hosts = Vec::new();
         for (index, item) in raw.split(',').enumerate() {
             let position = index + 1;
@@ -103,10 +114,12 @@ impl AmqpAddresses {
                 .map_err(|_| AddressError::NotAnAmqpUrl { position })?;
             hosts.push(format!("{}:{}", uri.authority.host, uri.authority.port));
             urls.push(SecretString::from(item.to_owned()));
+            uris.push(uri);
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 urls,
+                uris,
                 hosts,
                 start: AtomicUsize::new(0),
                 attempt_timeout: ATTEMPT_TIMEOUT,
@@ -119,6 +132,7 @@ impl AmqpAddresses {
         Self {
             inner: Arc::new(Inner {
                 urls: self.inner.urls.clone(),
+                uris: self.inner.uris.clone(),
                 hosts: self.inner.hosts.clone(),
                 start: AtomicUsize::new(0),
                 attempt_timeout,
@@ -147,10 +161,10 @@ impl AmqpAddresses {
         let start = inner.start.load(Ordering::Relaxed) % count;
         let mut failures = Vec::new();
         for index in (start..count).chain(0..start) {
-            let url = inner.urls[index].expose_secret();
-            let attempt = Connection::connect(url, properties.clone());
-            let error = match tokio::time::timeout(inner.attempt_timeout, attempt).await {
-                Ok(Ok(connection)) => {
+            let uri = inner.uris[index].clone();
+            let attempt = attempt::connect(uri, properties.clone(), inner.attempt_timeout);
+            let error = match attempt.await {
+                Ok(connection) => {
                     inner.start.store(index, Ordering::Relaxed);
                     if failures.is_empty() {
                         // Which node a process is on, for operators (and
@@ -169,8 +183,7 @@ impl AmqpAddresses {
                     }
                     return Ok(connection);
                 }
-                Ok(Err(error)) => AttemptError::Broker(error),
-                Err(_) => AttemptError::Timeout(inner.attempt_timeout),
+                Err(error) => error,
             };
             failures.push((inner.hosts[index].clone(), error));
             // Past this one: a later connect does not begin at a dead node.
@@ -198,6 +211,7 @@ impl fmt::Debug for AmqpAddresses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn one_url_is_a_list_of_one() {

@@ -97,3 +97,26 @@ async fn a_silent_first_address_is_given_up_after_the_attempt_bound() {
     );
     connection.close(200, "done".into()).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_url_query_options_are_honoured() {
+    // Each lower than what RabbitMQ offers, so the negotiated value is ours.
+    let base = idv_tests::amqp_url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}heartbeat=7&channel_max=17&frame_max=65536");
+    let connection = AmqpAddresses::parse(&url)
+        .unwrap()
+        .connect(ConnectionProperties::default())
+        .await
+        .expect("the broker opens");
+    let configuration = connection.configuration();
+    assert_eq!(
+        (
+            configuration.heartbeat(),
+            configuration.channel_max(),
+            configuration.frame_max()
+        ),
+        (7, 17, 65536)
+    );
+    connection.close(200, "done".into()).await.unwrap();
+}
