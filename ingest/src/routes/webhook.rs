@@ -4,7 +4,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::http::header::{CONTENT_LENGTH, ContentType, HeaderMap};
+use actix_web::http::header::{CONTENT_LENGTH, ContentType, HeaderMap, HeaderName};
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::{Stream, StreamExt};
@@ -20,6 +20,11 @@ use crate::startup::AppState;
 
 /// The answer to an event the broker has confirmed.
 const RECEIVED: &str = r#"{"received":true}"#;
+
+/// Header names built once: looked up by `&str`, a name is parsed (and,
+/// not being a standard header, allocated) on every request.
+static STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest `X-Request-Id` taken from a caller; anything else gets a new one.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -132,7 +137,7 @@ async fn receive(
     let received_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let signature = match request.headers().get("Stripe-Signature") {
+    let signature = match request.headers().get(&STRIPE_SIGNATURE) {
         None => None,
         Some(value) => Some(
             value
@@ -243,14 +248,24 @@ async fn read_body<E>(
 /// The caller's `X-Request-Id` when it is short and printable, else a new one.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("X-Request-Id")
+        .get(&X_REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .filter(|id| {
             !id.is_empty()
                 && id.len() <= MAX_REQUEST_ID_LEN
                 && id.bytes().all(|b| b.is_ascii_graphic())
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A new request id: a random UUID, lowercase and hyphenated (as its
+/// `Display`, written without the formatting machinery).
+fn new_request_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -263,6 +278,14 @@ mod tests {
 
     fn budget(bytes: usize) -> std::sync::Arc<Semaphore> {
         std::sync::Arc::new(Semaphore::new(bytes))
+    }
+
+    #[test]
+    fn a_new_request_id_is_written_as_a_uuid_displays() {
+        let id = new_request_id();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(id, parsed.to_string());
+        assert_eq!(parsed.get_version_num(), 4);
     }
 
     #[tokio::test]
