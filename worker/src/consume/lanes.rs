@@ -35,6 +35,16 @@
 //! `idv_worker_defer_failures_total` counts it, and deferrals pause with
 //! backoff (1 s up to 30 s), the board taking what it would have deferred.
 //!
+//! One lane fills a batch at a time: the others wait their turn to fill
+//! (processing meanwhile is as parallel as ever). The lanes are polled in
+//! index order, and before this any idle lane took what it could: a lower
+//! lane that finished its batch while a higher one lingered started a
+//! batch of its own with the next delivery, so a steady stream went out in
+//! more, smaller transactions, and a transaction costs PostgreSQL several
+//! times what one more event in it does. With one filler, the deliveries
+//! that arrive during one linger go into one batch; a backlog still fills
+//! each batch at once.
+//!
 //! On shutdown the dispatcher cancels the consumer at once, so the broker
 //! stops filling the window, and the lanes stop taking batches (those in
 //! hand are finished and acked); what the board holds is requeued by the
@@ -129,10 +139,14 @@ impl Board {
     }
 }
 
-/// The board and a signal bumped at every change of it.
+/// The board, a signal bumped at every change of it, and the turn to
+/// fill a batch.
 struct Shared {
     board: std::sync::Mutex<Board>,
     changed: watch::Sender<u64>,
+    /// Held by the lane filling a batch, from waiting for its first
+    /// delivery until the batch is closed (full or lingered).
+    filling: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -155,6 +169,7 @@ pub async fn run(ctx: &Context, link: &mut connect::Link) -> Result<(), LinkErro
     let shared = Shared {
         board: std::sync::Mutex::new(Board::default()),
         changed: watch::Sender::new(0),
+        filling: tokio::sync::Mutex::new(()),
     };
     let publisher = &link.publisher;
     let dispatch = dispatch(ctx, &link.channel, &mut link.consumer, publisher, &shared);
@@ -293,6 +308,12 @@ async fn lane(
     let mut changes = shared.changed.subscribe();
     loop {
         let mut deliveries = Vec::new();
+        // This lane's turn to fill (the lock is fair: lanes fill in turn).
+        let filling = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => return Ok(()),
+            filling = shared.filling.lock() => filling,
+        };
         // The first delivery: wait for one this lane may take.
         loop {
             if ctx.shutdown.is_cancelled() {
@@ -325,6 +346,7 @@ async fn lane(
                 Ok(Err(_)) | Err(_) => break,
             }
         }
+        drop(filling);
         let result = batch::process(ctx, publisher, deliveries).await;
         shared.with(|board| board.release(index));
         shared.bump();
