@@ -21,7 +21,11 @@
 //! only; every database and queue it creates is removed at the end.
 //! `WORKER_*` and `DATABASE_POOL_SIZE` in the environment reach the workers
 //! (to compare settings); `BENCH_WORKERS=1` runs only the 1-worker phases.
-//! Each phase also prints the events per commit it saw.
+//! Each phase also prints the events per commit it saw, the events per
+//! batch (per transaction that inserted events), and the machine's CPU
+//! over the phase by process group. `--fractions 0.25,0.5` picks the
+//! 1-worker sweep's points. The workers run as consumers only
+//! (`WORKER_ROLE=consumer`) unless `WORKER_ROLE` is set.
 #![allow(clippy::expect_used)] // a benchmark whose set-up fails should stop loudly
 
 use std::path::PathBuf;
@@ -60,6 +64,10 @@ struct Args {
     /// Seconds of each open-loop (paced) phase.
     #[arg(long, default_value_t = 6)]
     paced_seconds: u64,
+    /// The 1-worker sweep's offered rates, as fractions of its burst rate
+    /// (default 0.1,0.25,0.5,0.75,0.9,1; the report needs 0.5).
+    #[arg(long, value_delimiter = ',')]
+    fractions: Option<Vec<f64>>,
     /// The `idv-worker` binary; default: beside this one.
     #[arg(long)]
     worker_bin: Option<PathBuf>,
@@ -91,12 +99,13 @@ async fn main() -> anyhow::Result<()> {
     for workers in worker_counts {
         let burst = end_to_end(&worker_bin, workers, events, None).await?;
         println!(
-            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:.1} ms, p99 {:.1} ms, {:.1} events/commit, peak RSS {} MB; {}",
+            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:.1} ms, p99 {:.1} ms, {:.1} events/commit, {:.1} events/batch, peak RSS {} MB; {}",
             burst.phase.rate,
             100.0 * burst.phase.rate / ceiling,
             burst.phase.p50_ms,
             burst.phase.p99_ms,
             burst.per_commit,
+            burst.per_batch,
             burst
                 .costs
                 .iter()
@@ -112,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         // With one worker, the whole sweep (its 50 % point is "half");
         // with more, only half the burst rate.
         let fractions: &[f64] = if workers == 1 {
-            &sweep::FRACTIONS
+            args.fractions.as_deref().unwrap_or(&sweep::FRACTIONS)
         } else {
             &[0.5]
         };
@@ -122,13 +131,14 @@ async fn main() -> anyhow::Result<()> {
             let count = (offered * args.paced_seconds as f64).max(1.0) as usize;
             let paced = end_to_end(&worker_bin, workers, count, Some(offered)).await?;
             println!(
-                "{workers} worker(s), paced at {offered:.0}/s ({:.0}%): {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} events/commit; {}",
+                "{workers} worker(s), paced at {offered:.0}/s ({:.0}%): {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} events/commit, {:.1} events/batch; {}",
                 fraction * 100.0,
                 paced.phase.rate,
                 paced.phase.p50_ms,
                 paced.phase.p99_ms,
                 paced.phase.max_ms,
                 paced.per_commit,
+                paced.per_batch,
                 paced
                     .phase
                     .cpu
@@ -179,10 +189,16 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 /// What a worker process is given: where the database and the broker
-/// are, its own admin port. `WORKER_*` and `DATABASE_POOL_SIZE` of this
+/// are, its own admin port, and the consumer's role alone unless
+/// `WORKER_ROLE` says otherwise: what is measured is publish → committed,
+/// and a dispatcher in the same process (which scales apart, see
+/// `WORKER_ROLE`) would spend the same two cores on the outcome messages
+/// of two events in three. `WORKER_*` and `DATABASE_POOL_SIZE` of this
 /// environment are inherited.
 fn worker_env(broker: &TestBroker, db: &TestDatabase, admin_port: u16) -> Vec<(String, String)> {
+    let role = std::env::var("WORKER_ROLE").unwrap_or_else(|_| "consumer".to_owned());
     vec![
+        ("WORKER_ROLE".to_owned(), role),
         ("DATABASE_URL".to_owned(), db.url.clone()),
         ("AMQP_URL".to_owned(), broker.url.clone()),
         ("AMQP_PREFIX".to_owned(), broker.prefix.clone()),
@@ -271,6 +287,9 @@ struct Measured {
     phase: Phase,
     /// Events per committed transaction (all of the database's commits).
     per_commit: f64,
+    /// Events per transaction that applied events (the rows one
+    /// transaction inserted share its `xmin`): the worker's batch size.
+    per_batch: f64,
     /// Each worker process over the phase: CPU per event of the whole
     /// stream (so the workers' figures add up), and its peak RSS.
     costs: Vec<ProcessCost>,
@@ -434,10 +453,16 @@ async fn end_to_end(
         )
         .await?;
     let span: f64 = row.get(0);
+    let batches: i64 = client
+        .query_one("SELECT count(DISTINCT xmin::text) FROM events", &[])
+        .await?
+        .get(0);
+    let per_batch = count as f64 / batches.max(1) as f64;
     let seconds = |column: usize| -> f64 { row.get::<_, f64>(column).max(0.0) * 1e3 };
     let elapsed = span.max(start.elapsed().as_secs_f64().min(span.max(0.001)));
-    // The two statistics reads and the percentiles query also commit.
-    let committed = commits(&client).await? - commits_before - polls - 3;
+    // The two statistics reads, the percentiles and the batches queries
+    // also commit.
+    let committed = commits(&client).await? - commits_before - polls - 4;
     for worker in running {
         worker.terminate().await?;
     }
@@ -459,6 +484,7 @@ async fn end_to_end(
             cpu: Some(cpu),
         },
         per_commit: count as f64 / committed.max(1) as f64,
+        per_batch,
         costs,
     })
 }
