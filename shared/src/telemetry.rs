@@ -10,6 +10,11 @@
 //! Whatever `RUST_LOG` says, lapin logs only errors and `amq_protocol*`
 //! nothing: lapin prints a returned message whole at `warn` and frames
 //! (message bodies included) at `trace`, and payloads never reach a log.
+//! lapin's I/O loop and channel table log nothing at all: each connection
+//! they lose (and each connect attempt given up, whose socket is shut
+//! down on purpose) they report as two or three ERROR lines, and the
+//! services learn of the same loss through lapin's results and events and
+//! log it once, with what they do about it.
 
 use tracing::Subscriber;
 use tracing::level_filters::LevelFilter;
@@ -90,6 +95,8 @@ fn quiet_targets() -> Targets {
     Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_target("lapin", LevelFilter::ERROR)
+        .with_target("lapin::io_loop", LevelFilter::OFF)
+        .with_target("lapin::channels", LevelFilter::OFF)
         // Matches every target starting so: amq_protocol_types, _uri, …
         .with_target("amq_protocol", LevelFilter::OFF)
 }
@@ -170,10 +177,13 @@ mod tests {
                     tracing::error!(target: "amq_protocol::frame", "payload-amq-error");
                     tracing::trace!(target: "amq_protocol_types", "payload-amq-types");
                     tracing::error!(target: "lapin::channel", "lapin-error-kept");
+                    tracing::error!(target: "lapin::io_loop", "lapin-io-loop-dropped");
+                    tracing::error!(target: "lapin::channels", "lapin-channels-dropped");
                     tracing::info!(target: "ingest", "ours-kept");
                 });
                 let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
                 assert!(!text.contains("payload-"), "{raw:?} {format:?}: {text}");
+                assert!(!text.contains("-dropped"), "{raw:?} {format:?}: {text}");
                 // What the filter opens elsewhere stays open.
                 if raw == "trace" {
                     assert!(text.contains("lapin-error-kept"), "{format:?}: {text}");

@@ -29,9 +29,10 @@ pub struct CpuSplit {
 pub enum Group {
     RabbitMq,
     PostgreSql,
-    /// `idv-ingest`, `idv-worker`, `idv-dispatcher`.
+    /// `idv-ingest`, `idv-worker`, and `bench_handler` (the actix
+    /// ceiling ingest is measured against).
     Services,
-    /// The bench binaries and `wrk`.
+    /// The other bench binaries and `wrk`.
     LoadGenerator,
 }
 
@@ -59,7 +60,7 @@ impl Group {
             Some(Group::RabbitMq)
         } else if comm.starts_with("postgres") || comm == "postmaster" {
             Some(Group::PostgreSql)
-        } else if comm.starts_with("idv-") {
+        } else if comm.starts_with("idv-") || comm == "bench_handler" {
             Some(Group::Services)
         } else if comm.starts_with("bench_") || comm == "wrk" || comm.starts_with("hostile_") {
             Some(Group::LoadGenerator)
@@ -214,6 +215,7 @@ mod tests {
         assert_eq!(Group::of("beam.smp"), Some(Group::RabbitMq));
         assert_eq!(Group::of("postgres"), Some(Group::PostgreSql));
         assert_eq!(Group::of("idv-worker"), Some(Group::Services));
+        assert_eq!(Group::of("bench_handler"), Some(Group::Services));
         assert_eq!(Group::of("bench_worker"), Some(Group::LoadGenerator));
         assert_eq!(Group::of("cargo"), None);
     }

@@ -198,6 +198,7 @@ async fn run(
             "measuring the broker with {in_flight} confirms in flight ({} s)…",
             args.seconds
         );
+        let cpu_before = CpuSnapshot::take()?;
         let phase = broker_ceiling::measure(
             &args.amqp_url,
             topology,
@@ -207,8 +208,12 @@ async fn run(
             duration,
         )
         .await?;
-        eprintln!("{phase}");
-        ceilings.push(Phase::from(&phase));
+        let cpu = CpuSnapshot::take()?.since(&cpu_before);
+        eprintln!("{phase}; {}", cpu.summary());
+        ceilings.push(Phase {
+            cpu: Some(cpu),
+            ..Phase::from(&phase)
+        });
         reset_queues(&args.amqp_url, topology).await?;
     }
     let broker_same_in_flight = ceilings.pop().context("measured")?;
