@@ -1,9 +1,10 @@
-//! Ingest's shape check accepts a number in a body exactly when the two
-//! readers after it do: serde_json (the worker's parse, which refuses a
-//! number beyond an `f64`) and PostgreSQL's `jsonb` (which refuses more
-//! than 16,383 digits after the point, or an exponent of 2^30 − 1 or
-//! more). The boundaries in `shared::event::shape` are checked here
-//! against the real PostgreSQL, not against what we believe of it.
+//! Ingest's shape check accepts a number in a body exactly when the
+//! worker's path after it does: serde_json reads the body into a `Value`
+//! (refusing a number beyond an `f64`), and the store binds that `Value`
+//! as `jsonb` (PostgreSQL parses it written out again, never the sender's
+//! text: `1e-16384`, too many decimals for its `numeric`, arrives as
+//! `0.0`). Checked against the real PostgreSQL on both sides of the
+//! boundaries.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 use idv_tests::database::TestDatabase;
@@ -24,6 +25,11 @@ fn literals() -> Vec<String> {
         "1.8e308",
         "-1E+309",
         "1e400",
+        "1E400",
+        "2e308",
+        "-9e999",
+        "123e307",
+        "0.001e312",
         "0.000001e314",
         "1e-400",
         "0e131072",
@@ -59,11 +65,16 @@ async fn a_number_passes_the_shape_check_exactly_when_serde_and_jsonb_take_it() 
     let (mut accepted, mut refused) = (0, 0);
     for literal in literals() {
         let body = format!(r#"{{"id":"evt_1","data":{{"object":{{"n":[{literal}]}}}}}}"#);
-        let serde_takes = serde_json::from_str::<serde_json::Value>(&body).is_ok();
-        let jsonb_takes = client
-            .query_one("SELECT $1::text::jsonb IS NOT NULL", &[&body])
-            .await
-            .is_ok();
+        let value = serde_json::from_str::<serde_json::Value>(&body);
+        let serde_takes = value.is_ok();
+        let jsonb_takes = match &value {
+            // As the worker's store binds an event's payload.
+            Ok(value) => client
+                .query_one("SELECT $1::jsonb IS NOT NULL", &[value])
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
         let shown = &literal[..literal.len().min(40)];
         match shape::check(body.as_bytes()) {
             Ok(()) => {
@@ -85,7 +96,7 @@ async fn a_number_passes_the_shape_check_exactly_when_serde_and_jsonb_take_it() 
     }
     // Both sides of the boundaries were tried.
     assert!(
-        accepted >= 15 && refused >= 15,
+        accepted >= 15 && refused >= 12,
         "{accepted} accepted, {refused} refused"
     );
 }

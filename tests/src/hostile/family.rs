@@ -39,8 +39,8 @@ pub enum Family {
     /// Correctly signed events nested deeper than any Stripe event.
     NestedJson,
     /// Correctly signed events holding, where the envelope does not read,
-    /// a value no reader after ingest can hold: an escape of no character
-    /// or a number beyond a double or PostgreSQL's `numeric`.
+    /// a value the worker cannot read or store: an escape of no character
+    /// or a number beyond a double.
     UnreadableValue,
     /// Correctly signed JSON of nearly the body limit that is no event.
     HugeJson,

@@ -82,10 +82,10 @@ pub fn invalid_utf8(n: usize, context: &Context) -> Attack {
 }
 
 /// A valid event but for one value, where the envelope does not read,
-/// that serde_json or PostgreSQL's `jsonb` cannot hold after ingest: a
-/// lone surrogate or `\u0000` escape in a string, or a number beyond a
-/// double or with more decimals than `numeric` keeps. Each was answered
-/// 200 and published before ingest's shape check looked at them.
+/// that the worker cannot read or store: a lone surrogate or `\u0000`
+/// escape in a string (serde_json, PostgreSQL's `jsonb`), or a number
+/// beyond a double (serde_json). Each was answered 200 and published
+/// before ingest's shape check looked at them.
 pub fn unreadable_value(n: usize, context: &Context) -> Attack {
     let mut event = context.event(&Family::UnreadableValue.event_id(n));
     // (where, text standing for the whole value, quotes included)
@@ -102,8 +102,8 @@ pub fn unreadable_value(n: usize, context: &Context) -> Attack {
         ),
         4 => (&["note"], b"1e400"),
         5 => (&["data", "object", "metadata", "score"], b"-1.8e308"),
-        6 => (&["data", "object", "extra"], b"[1, 1e-16384]"),
-        _ => (&["note"], b"0e1073741823"),
+        6 => (&["data", "object", "extra"], b"[1, 2e308]"),
+        _ => (&["note"], b"0.001e312"),
     };
     let mut slot = &mut event;
     for key in place {
