@@ -161,12 +161,16 @@ async fn timed_out_attempts_leave_nothing_behind(scheme: &str) {
         );
     }
     let after = count();
-    assert_eq!(node.accepted.load(Ordering::Relaxed), ATTEMPTS, "{scheme}");
     settles(&format!("{scheme}, timed out"), before, after, || {
-        let closed = node.closed.load(Ordering::Relaxed);
+        // An attempt given up before its TCP connect (a stalled machine)
+        // opens no socket: every socket the node accepted must close.
+        let (accepted, closed) = (
+            node.accepted.load(Ordering::Relaxed),
+            node.closed.load(Ordering::Relaxed),
+        );
         (
-            closed == ATTEMPTS,
-            format!("the node saw {closed} of {ATTEMPTS} sockets closed"),
+            accepted > 0 && closed == accepted,
+            format!("the node saw {closed} of {accepted} accepted sockets closed"),
         )
     })
     .await;
@@ -186,12 +190,16 @@ async fn dropped_attempts_leave_nothing_behind() {
         assert!(outcome.is_err(), "attempt {attempt} ended by itself");
     }
     let after = count();
-    assert_eq!(node.accepted.load(Ordering::Relaxed), ATTEMPTS);
     settles("amqp, dropped by the caller", before, after, || {
-        let closed = node.closed.load(Ordering::Relaxed);
+        // An attempt given up before its TCP connect (a stalled machine)
+        // opens no socket: every socket the node accepted must close.
+        let (accepted, closed) = (
+            node.accepted.load(Ordering::Relaxed),
+            node.closed.load(Ordering::Relaxed),
+        );
         (
-            closed == ATTEMPTS,
-            format!("the node saw {closed} of {ATTEMPTS} sockets closed"),
+            accepted > 0 && closed == accepted,
+            format!("the node saw {closed} of {accepted} accepted sockets closed"),
         )
     })
     .await;

@@ -76,6 +76,9 @@ pub struct CpuSnapshot {
     /// Busy and total ticks of all cores (`/proc/stat`'s `cpu` line).
     busy: u64,
     total: u64,
+    /// The `cpuN` lines of `/proc/stat`: the cores `total` covers
+    /// (whatever this process's affinity or quota).
+    cores: usize,
     /// Per process: its group, its ticks, its start time (a pid reused
     /// by a new process is a new process).
     processes: HashMap<u32, (Option<Group>, u64, u64)>,
@@ -88,6 +91,7 @@ impl CpuSnapshot {
             .map_err(|error| anyhow::anyhow!("cannot read /proc/stat: {error}"))?;
         let (busy, total) = machine_ticks(&stat)
             .ok_or_else(|| anyhow::anyhow!("/proc/stat has no readable cpu line"))?;
+        let cores = core_lines(&stat).max(1);
         let mut processes = HashMap::new();
         for entry in std::fs::read_dir("/proc")?.flatten() {
             let Some(pid) = entry
@@ -107,13 +111,14 @@ impl CpuSnapshot {
         Ok(Self {
             busy,
             total,
+            cores,
             processes,
         })
     }
 
     /// What was used between `earlier` and this snapshot.
     pub fn since(&self, earlier: &CpuSnapshot) -> CpuSplit {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = self.cores;
         let total = self.total.saturating_sub(earlier.total).max(1) as f64;
         let to_cores = |ticks: u64| ticks as f64 / total * cores as f64;
         let mut by_group: HashMap<Group, u64> = HashMap::new();
@@ -177,6 +182,16 @@ pub fn machine_ticks(stat: &str) -> Option<(u64, u64)> {
     Some((busy, busy + idle + iowait))
 }
 
+/// How many cores `/proc/stat` counts (its `cpu0`, `cpu1`, … lines).
+pub fn core_lines(stat: &str) -> usize {
+    stat.lines()
+        .filter(|line| {
+            line.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count()
+}
+
 /// The command name, utime + stime, and start time (field 22) from the
 /// text of `/proc/<pid>/stat`.
 fn process_ticks(stat: &str) -> Option<(&str, u64, u64)> {
@@ -199,6 +214,8 @@ mod tests {
     fn the_machine_line_gives_busy_and_total_ticks() {
         let stat = "cpu  100 5 50 800 20 3 2 1 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
         assert_eq!(machine_ticks(stat), Some((161, 981)));
+        assert_eq!(core_lines(stat), 1);
+        assert_eq!(core_lines("cpu  1\ncpu0 1\ncpu1 1\nintr 5\n"), 2);
         assert_eq!(machine_ticks("intr 1 2 3\n"), None);
         assert_eq!(machine_ticks("cpu  1 2 3\n"), None);
     }

@@ -159,8 +159,8 @@ fn throughput(out: &mut String, ingest: &IngestResults, worker: &WorkerResults) 
         }
         let _ = write!(
             ratios,
-            "; {:.1} events per commit",
-            run.burst_events_per_commit
+            "; {:.1} events per batch",
+            run.burst_events_per_batch
         );
         throughput_row(
             out,

@@ -78,7 +78,7 @@ fn worker() -> WorkerResults {
     let run = |workers: usize, rate: f64, p99: f64| WorkerRun {
         workers,
         burst: phase("burst", rate, 100.0, 300.0),
-        burst_events_per_commit: 12.5,
+        burst_events_per_batch: 12.5,
         costs: (0..workers)
             .map(|_| cost("idv-worker", 150.0, 40.0))
             .collect(),

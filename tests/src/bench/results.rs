@@ -93,8 +93,10 @@ pub struct IngestResults {
 pub struct WorkerRun {
     pub workers: usize,
     pub burst: Phase,
-    /// Events per committed transaction during the burst.
-    pub burst_events_per_commit: f64,
+    /// Events per transaction that applied events during the burst (the
+    /// rows one transaction inserted share its `xmin`): the batch size.
+    #[serde(alias = "burst_events_per_commit")]
+    pub burst_events_per_batch: f64,
     /// Each worker process after the burst.
     pub costs: Vec<ProcessCost>,
     /// Paced at half the burst rate.

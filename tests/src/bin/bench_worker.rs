@@ -21,8 +21,8 @@
 //! only; every database and queue it creates is removed at the end.
 //! `WORKER_*` and `DATABASE_POOL_SIZE` in the environment reach the workers
 //! (to compare settings); `BENCH_WORKERS=1` runs only the 1-worker phases.
-//! Each phase also prints the events per commit it saw, the events per
-//! batch (per transaction that inserted events), and the machine's CPU
+//! Each phase also prints the events per batch (per transaction that
+//! inserted events), and the machine's CPU
 //! over the phase by process group. `--fractions 0.25,0.5` picks the
 //! 1-worker sweep's points. The workers run as consumers only
 //! (`WORKER_ROLE=consumer`) unless `WORKER_ROLE` is set.
@@ -99,12 +99,11 @@ async fn main() -> anyhow::Result<()> {
     for workers in worker_counts {
         let burst = end_to_end(&worker_bin, workers, events, None).await?;
         println!(
-            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:.1} ms, p99 {:.1} ms, {:.1} events/commit, {:.1} events/batch, peak RSS {} MB; {}",
+            "{workers} worker(s), burst: {:.0} events/s ({:.0}% of the ceiling), p50 {:.1} ms, p99 {:.1} ms, {:.1} events/batch, peak RSS {} MB; {}",
             burst.phase.rate,
             100.0 * burst.phase.rate / ceiling,
             burst.phase.p50_ms,
             burst.phase.p99_ms,
-            burst.per_commit,
             burst.per_batch,
             burst
                 .costs
@@ -131,13 +130,12 @@ async fn main() -> anyhow::Result<()> {
             let count = (offered * args.paced_seconds as f64).max(1.0) as usize;
             let paced = end_to_end(&worker_bin, workers, count, Some(offered)).await?;
             println!(
-                "{workers} worker(s), paced at {offered:.0}/s ({:.0}%): {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} events/commit, {:.1} events/batch; {}",
+                "{workers} worker(s), paced at {offered:.0}/s ({:.0}%): {:.0} events/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} events/batch; {}",
                 fraction * 100.0,
                 paced.phase.rate,
                 paced.phase.p50_ms,
                 paced.phase.p99_ms,
                 paced.phase.max_ms,
-                paced.per_commit,
                 paced.per_batch,
                 paced
                     .phase
@@ -159,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
         runs.push(WorkerRun {
             workers,
             burst: burst.phase,
-            burst_events_per_commit: burst.per_commit,
+            burst_events_per_batch: burst.per_batch,
             costs: burst.costs,
             half: half.ok_or_else(|| anyhow::anyhow!("no half-rate phase"))?,
         });
@@ -214,19 +212,6 @@ async fn migrate(db: &TestDatabase) -> anyhow::Result<()> {
     let settings = Settings::from_env(&Env::from_pairs([("DATABASE_URL", db.url.as_str())]))?;
     worker::migrate::migrate(&settings.database_url).await?;
     Ok(())
-}
-
-/// Transactions committed in the current database so far (statistics are
-/// flushed within a second, so read it after a pause).
-async fn commits(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    Ok(client
-        .query_one(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
-            &[],
-        )
-        .await?
-        .get(0))
 }
 
 /// Phase 1: one event per transaction, 16 connections, fixed duration.
@@ -285,8 +270,6 @@ async fn ceiling(seconds: u64) -> anyhow::Result<f64> {
 /// What one end-to-end phase measured.
 struct Measured {
     phase: Phase,
-    /// Events per committed transaction (all of the database's commits).
-    per_commit: f64,
     /// Events per transaction that applied events (the rows one
     /// transaction inserted share its `xmin`): the worker's batch size.
     per_batch: f64,
@@ -367,7 +350,6 @@ async fn end_to_end(
     let running = start_workers(binary, workers, &broker, &db).await?;
     let events = stream(count);
     let client = connect(&db.url).await?;
-    let commits_before = commits(&client).await?;
     let meters = running
         .iter()
         .map(Child::meter)
@@ -419,10 +401,7 @@ async fn end_to_end(
     }
     let expected = i64::try_from(count)?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    // Each poll is a commit too: counted, to leave them out of the ratio.
-    let mut polls = 0i64;
     loop {
-        polls += 1;
         let n: i64 = client
             .query_one("SELECT count(*) FROM events", &[])
             .await?
@@ -460,9 +439,6 @@ async fn end_to_end(
     let per_batch = count as f64 / batches.max(1) as f64;
     let seconds = |column: usize| -> f64 { row.get::<_, f64>(column).max(0.0) * 1e3 };
     let elapsed = span.max(start.elapsed().as_secs_f64().min(span.max(0.001)));
-    // The two statistics reads, the percentiles and the batches queries
-    // also commit.
-    let committed = commits(&client).await? - commits_before - polls - 4;
     for worker in running {
         worker.terminate().await?;
     }
@@ -483,7 +459,6 @@ async fn end_to_end(
             max_ms: seconds(4),
             cpu: Some(cpu),
         },
-        per_commit: count as f64 / committed.max(1) as f64,
         per_batch,
         costs,
     })

@@ -171,7 +171,7 @@ mod tests {
             let attack = build(Family::UnreadableValue, n, &context);
             let head_end = attack.bytes.windows(4).position(|w| w == b"\r\n\r\n");
             let body = &attack.bytes[head_end.unwrap() + 4..];
-            // Well-formed JSON text with the envelope's fields intact ...
+            // UTF-8 text with the envelope's fields intact ...
             let text = std::str::from_utf8(body).unwrap();
             assert!(
                 text.contains("\"id\":\"evt_hostile_unreadable_value_"),
