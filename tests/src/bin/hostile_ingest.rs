@@ -48,6 +48,9 @@ struct Args {
     /// The `idv-ingest` binary; default: beside this one.
     #[arg(long)]
     ingest_bin: Option<PathBuf>,
+    /// Where ingest's log (its default filter, text) is written.
+    #[arg(long, default_value = "target/hostile/ingest.log")]
+    ingest_log: PathBuf,
 }
 
 /// What ingest runs with: the defaults, but a mode to check livemode
@@ -81,6 +84,7 @@ async fn hostile() -> anyhow::Result<bool> {
         &binary,
         &broker,
         &[("EXPECTED_LIVEMODE".to_owned(), "false".to_owned())],
+        &args.ingest_log,
     )
     .await?;
     let secret = WebhookSecret::parse(TEST_SECRET).map_err(|e| anyhow::anyhow!(e))?;
@@ -120,6 +124,15 @@ async fn hostile() -> anyhow::Result<bool> {
     ingest.stop().await?;
     let report = report?;
     println!("{}", report.table());
+    let log = IngestProcess::log_lines(&args.ingest_log)?;
+    println!(
+        "ingest's log (default filter): {} lines, {} ERROR, {} WARN, {} INFO; {}",
+        log.total,
+        log.error,
+        log.warn,
+        log.info,
+        args.ingest_log.display()
+    );
     let failures = report.failures();
     for failure in &failures {
         println!("FAILED: {failure}");
