@@ -23,6 +23,23 @@ pub struct TestIngest {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// A processing event for ingest's publisher, as a request would make it:
+/// `body` with the ids given.
+pub fn outgoing_event(
+    body: &[u8],
+    event_id: &'static str,
+    request_id: &'static str,
+) -> ingest::publisher::OutgoingEvent<'static> {
+    ingest::publisher::OutgoingEvent {
+        body: body.to_vec().into(),
+        event_id,
+        event_type: "identity.verification_session.processing",
+        created: 1_767_225_900,
+        request_id,
+        received_at_ms: 1_767_225_900_000,
+    }
+}
+
 /// The settings a test ingest runs with, before `overrides`.
 pub fn test_env(broker: &TestBroker, overrides: &[(&str, &str)]) -> Env {
     let mut pairs: Vec<(String, String)> = [

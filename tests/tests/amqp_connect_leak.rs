@@ -63,6 +63,22 @@ struct SilentNode {
     closed: Arc<AtomicUsize>,
 }
 
+impl SilentNode {
+    /// Whether every socket the node accepted has closed (an attempt given
+    /// up before its TCP connect, on a stalled machine, opens none), and
+    /// what it saw.
+    fn all_closed(&self) -> (bool, String) {
+        let (accepted, closed) = (
+            self.accepted.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        );
+        (
+            accepted > 0 && closed == accepted,
+            format!("the node saw {closed} of {accepted} accepted sockets closed"),
+        )
+    }
+}
+
 async fn silent_node() -> SilentNode {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -162,16 +178,7 @@ async fn timed_out_attempts_leave_nothing_behind(scheme: &str) {
     }
     let after = count();
     settles(&format!("{scheme}, timed out"), before, after, || {
-        // An attempt given up before its TCP connect (a stalled machine)
-        // opens no socket: every socket the node accepted must close.
-        let (accepted, closed) = (
-            node.accepted.load(Ordering::Relaxed),
-            node.closed.load(Ordering::Relaxed),
-        );
-        (
-            accepted > 0 && closed == accepted,
-            format!("the node saw {closed} of {accepted} accepted sockets closed"),
-        )
+        node.all_closed()
     })
     .await;
 }
@@ -191,16 +198,7 @@ async fn dropped_attempts_leave_nothing_behind() {
     }
     let after = count();
     settles("amqp, dropped by the caller", before, after, || {
-        // An attempt given up before its TCP connect (a stalled machine)
-        // opens no socket: every socket the node accepted must close.
-        let (accepted, closed) = (
-            node.accepted.load(Ordering::Relaxed),
-            node.closed.load(Ordering::Relaxed),
-        );
-        (
-            accepted > 0 && closed == accepted,
-            format!("the node saw {closed} of {accepted} accepted sockets closed"),
-        )
+        node.all_closed()
     })
     .await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
 use idv_tests::fixtures::fixture;
-use idv_tests::ingest_app::test_env;
+use idv_tests::ingest_app::{outgoing_event, test_env};
 use idv_tests::wait::eventually;
 use ingest::Settings;
 use ingest::publisher::{BrokerConfig, OutgoingEvent, PublishError, Publisher, PublisherMetrics};
@@ -17,14 +17,7 @@ use lapin::options::ExchangeDeleteOptions;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn event(body: &[u8]) -> OutgoingEvent<'static> {
-    OutgoingEvent {
-        body: body.to_vec().into(),
-        event_id: "evt_closed_channel",
-        event_type: "identity.verification_session.processing",
-        created: 1_767_225_900,
-        request_id: "req-closed-channel",
-        received_at_ms: 1_767_225_900_000,
-    }
+    outgoing_event(body, "evt_closed_channel", "req-closed-channel")
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use idv_tests::broker::TestBroker;
 use idv_tests::fixtures::fixture;
-use idv_tests::ingest_app::test_env;
+use idv_tests::ingest_app::{outgoing_event, test_env};
 use idv_tests::proxy::TcpProxy;
 use idv_tests::wait::eventually;
 use ingest::Settings;
@@ -19,14 +19,7 @@ use ingest::publisher::{BrokerConfig, OutgoingEvent, Publisher, PublisherMetrics
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn event(body: &[u8]) -> OutgoingEvent<'static> {
-    OutgoingEvent {
-        body: body.to_vec().into(),
-        event_id: "evt_publish_abort",
-        event_type: "identity.verification_session.processing",
-        created: 1_767_225_900,
-        request_id: "req-publish-abort",
-        received_at_ms: 1_767_225_900_000,
-    }
+    outgoing_event(body, "evt_publish_abort", "req-publish-abort")
 }
 
 #[tokio::test]

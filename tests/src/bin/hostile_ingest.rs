@@ -48,7 +48,7 @@ struct Args {
     /// The `idv-ingest` binary; default: beside this one.
     #[arg(long)]
     ingest_bin: Option<PathBuf>,
-    /// Where ingest's log (its default filter, text) is written.
+    /// Where ingest's log (its default filter, JSON) is written.
     #[arg(long, default_value = "target/hostile/ingest.log")]
     ingest_log: PathBuf,
 }
@@ -126,7 +126,7 @@ async fn hostile() -> anyhow::Result<bool> {
     println!("{}", report.table());
     let log = IngestProcess::log_lines(&args.ingest_log)?;
     println!(
-        "ingest's log (default filter): {} lines, {} ERROR, {} WARN, {} INFO; {}",
+        "ingest's log (default filter, JSON): {} lines, {} ERROR, {} WARN, {} INFO; {}",
         log.total,
         log.error,
         log.warn,

@@ -12,25 +12,6 @@ use crate::broker::TestBroker;
 use crate::fixtures::TEST_SECRET;
 use crate::wait::until_ready;
 
-/// `line` without its ANSI colour codes (`ESC [ … m`), which the text
-/// format writes even into a file.
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Lines of a log by level.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LogLines {
@@ -54,9 +35,9 @@ fn free_port() -> anyhow::Result<u16> {
 impl IngestProcess {
     /// Starts `binary` on free loopback ports, publishing into `broker`'s
     /// topology, with `settings` on top of the test secret, and waits for
-    /// `/readyz`. It logs with its default filter (`RUST_LOG` removed), as
-    /// deployed, into the file `log`: what an attack makes it write is
-    /// part of what it costs.
+    /// `/readyz`. It logs with its default filter (`RUST_LOG` removed) in
+    /// JSON (`LOG_FORMAT=json`), as deployed, into the file `log`: what an
+    /// attack makes it write is part of what it costs.
     pub async fn start(
         binary: &Path,
         broker: &TestBroker,
@@ -78,6 +59,7 @@ impl IngestProcess {
             .env("AMQP_URL", &broker.url)
             .env("AMQP_PREFIX", &broker.prefix)
             .env_remove("RUST_LOG")
+            .env("LOG_FORMAT", "json")
             .envs(settings.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -89,21 +71,22 @@ impl IngestProcess {
         Ok(Self { port, running })
     }
 
-    /// How many lines a log file holds, and how many at each level
-    /// (`ERROR`, `WARN`, `INFO`, as the text format writes them).
+    /// How many lines a JSON log file holds, and how many at each level
+    /// (its `level` field: `ERROR`, `WARN`, `INFO`).
     pub fn log_lines(log: &Path) -> anyhow::Result<LogLines> {
         let text = std::fs::read_to_string(log)
             .with_context(|| format!("cannot read {}", log.display()))?;
         let mut lines = LogLines::default();
         for line in text.lines() {
-            let line = without_colours(line);
             lines.total += 1;
-            if line.contains(" ERROR ") {
-                lines.error += 1;
-            } else if line.contains(" WARN ") {
-                lines.warn += 1;
-            } else if line.contains(" INFO ") {
-                lines.info += 1;
+            let level = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|entry| entry.get("level")?.as_str().map(str::to_owned));
+            match level.as_deref() {
+                Some("ERROR") => lines.error += 1,
+                Some("WARN") => lines.warn += 1,
+                Some("INFO") => lines.info += 1,
+                _ => {}
             }
         }
         Ok(lines)
@@ -131,16 +114,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_lines_are_counted_by_level_with_or_without_colours() {
+    fn json_log_lines_are_counted_by_level() {
         let dir = std::env::temp_dir().join(format!("idv-log-lines-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("ingest.log");
         std::fs::write(
             &log,
-            "2026-11-29T04:47:29Z \u{1b}[31mERROR\u{1b}[0m actix: x\n\
-             2026-11-29T04:47:29Z  WARN ingest: y\n\
-             2026-11-29T04:47:29Z  INFO ingest::routes: request refused\n\
-             2026-11-29T04:47:29Z \u{1b}[32m INFO\u{1b}[0m ingest: z\n",
+            concat!(
+                r#"{"timestamp":"t","level":"ERROR","fields":{"message":"x"}}"#,
+                "\n",
+                r#"{"timestamp":"t","level":"WARN","fields":{"message":"INFO"}}"#,
+                "\n",
+                r#"{"timestamp":"t","level":"INFO","fields":{"message":"request refused"}}"#,
+                "\n",
+                r#"{"timestamp":"t","level":"INFO","fields":{"message":"z"}}"#,
+                "\n",
+                "not json\n",
+            ),
         )
         .unwrap();
         let lines = IngestProcess::log_lines(&log).unwrap();
@@ -148,7 +138,7 @@ mod tests {
         assert_eq!(
             lines,
             LogLines {
-                total: 4,
+                total: 5,
                 error: 1,
                 warn: 1,
                 info: 2
