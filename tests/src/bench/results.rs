@@ -95,7 +95,6 @@ pub struct WorkerRun {
     pub burst: Phase,
     /// Events per transaction that applied events during the burst (the
     /// rows one transaction inserted share its `xmin`): the batch size.
-    #[serde(alias = "burst_events_per_commit")]
     pub burst_events_per_batch: f64,
     /// Each worker process after the burst.
     pub costs: Vec<ProcessCost>,

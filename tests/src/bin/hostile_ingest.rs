@@ -126,11 +126,12 @@ async fn hostile() -> anyhow::Result<bool> {
     println!("{}", report.table());
     let log = IngestProcess::log_lines(&args.ingest_log)?;
     println!(
-        "ingest's log (default filter, JSON): {} lines, {} ERROR, {} WARN, {} INFO; {}",
+        "ingest's log (default filter, JSON): {} lines, {} ERROR, {} WARN, {} INFO, {} not JSON; {}",
         log.total,
         log.error,
         log.warn,
         log.info,
+        log.other,
         args.ingest_log.display()
     );
     let failures = report.failures();

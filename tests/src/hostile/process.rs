@@ -19,6 +19,9 @@ pub struct LogLines {
     pub error: usize,
     pub warn: usize,
     pub info: usize,
+    /// Lines that are not a JSON entry with a level (a panic's message,
+    /// a settings error).
+    pub other: usize,
 }
 
 /// A running `idv-ingest`; killed if dropped before [`IngestProcess::stop`].
@@ -86,7 +89,8 @@ impl IngestProcess {
                 Some("ERROR") => lines.error += 1,
                 Some("WARN") => lines.warn += 1,
                 Some("INFO") => lines.info += 1,
-                _ => {}
+                Some(_) => {}
+                None => lines.other += 1,
             }
         }
         Ok(lines)
@@ -141,7 +145,8 @@ mod tests {
                 total: 5,
                 error: 1,
                 warn: 1,
-                info: 2
+                info: 2,
+                other: 1
             }
         );
     }

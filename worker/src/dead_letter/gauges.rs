@@ -96,6 +96,9 @@ async fn refresh_queues(
     });
     if !usable {
         if let Some((connection, _)) = link.take() {
+            // lapin's own lines about a lost connection are silenced (see
+            // `shared::telemetry`): a link found dead is said here.
+            tracing::warn!("dead-letter gauges: the broker link was lost; opening a new one");
             let _ = connection.close(200, "reopening".into()).await;
         }
         *link = Some(open(tasks).await?);

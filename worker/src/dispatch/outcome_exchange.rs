@@ -66,7 +66,13 @@ impl OutcomeExchange {
             {
                 (connection, channel)
             }
-            _ => self.open().await?,
+            // lapin's own lines about a lost connection are silenced (see
+            // `shared::telemetry`): a link found dead is said here.
+            Some(_) => {
+                tracing::warn!("outcome exchange: the broker link was lost; opening a new one");
+                self.open().await?
+            }
+            None => self.open().await?,
         };
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
