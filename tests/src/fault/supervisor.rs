@@ -195,6 +195,15 @@ impl Supervised {
             Some(status) if status.success() => {}
             // Its fail point came first (finishing the rows in hand).
             Some(status) if status.signal() == Some(9) => self.died(&proc, status),
+            // Killed by the SIGTERM itself, before writing a line: it came
+            // within the incarnation's first moments, before its runtime
+            // installed the handler (the first thing the services do, and
+            // before anything they log). No process can stop cleanly then;
+            // one that ignored SIGTERM later would have logged by then.
+            Some(status) if status.signal() == Some(15) && proc.current_log().trim().is_empty() => {
+                self.ledger
+                    .fault("SIGTERM within a process's first moments (before its handler)");
+            }
             other => lock(&self.unexpected).push(format!(
                 "{} (incarnation {}) did not stop cleanly on SIGTERM: {other:?}\n{}",
                 proc.name,
