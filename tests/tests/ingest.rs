@@ -1190,8 +1190,10 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
     // body: the server holds none of them.
     let stale = count.div_ceil(3);
     let refused = Instant::now();
-    // Far less than the 90 s each body would take to trickle in.
-    while counts[1].load(Ordering::SeqCst) < stale && refused.elapsed() < Duration::from_secs(15) {
+    // Far less than the 90 s each body would take to trickle in (and room
+    // for a suite whose other tests run beside this one: 762 of 800 were
+    // answered within 15 s in one CI rehearsal).
+    while counts[1].load(Ordering::SeqCst) < stale && refused.elapsed() < Duration::from_secs(45) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(

@@ -97,6 +97,12 @@ impl Pipeline {
             // exactly the row it names performed and unmarked.
             ("DISPATCH_BATCH_SIZE", "1"),
             ("DISPATCH_LEASE_SECS", "30"),
+            // FAST_DISPATCH retries within a second, so the default 10
+            // attempts can all fall inside one broker outage (stop_app and
+            // the node's start take 5-10 s) and fail a row the model says
+            // is sent; 100 span more than the longest fault here, as the
+            // defaults (1 s doubling to 10 min) do in service.
+            ("DISPATCH_MAX_ATTEMPTS", "100"),
         ]);
         let worker_bin = binary_under_test("idv-worker-under-test");
         let consumer = |n: usize| {
