@@ -56,3 +56,13 @@ pub fn session_event(
     }))
     .expect("serialisable")
 }
+
+/// A session event with id `event_id` whose body is about `size` bytes.
+pub fn padded_event(event_id: &str, size: usize) -> Vec<u8> {
+    session_event(
+        event_id,
+        "identity.verification_session.processing",
+        now_unix(),
+        serde_json::json!({"id": "vs_padded", "status": "processing", "padding": "x".repeat(size)}),
+    )
+}
