@@ -10,6 +10,9 @@ use lapin::{Connection, ConnectionProperties};
 use shared::topology::{self, Topology};
 use tokio::process::Command;
 
+mod support;
+use support::{delete_topology, test_amqp_url, test_prefix};
+
 const BINARY: &str = env!("CARGO_BIN_EXE_idv-ingest");
 
 fn ingest() -> Command {
@@ -76,31 +79,6 @@ async fn an_unreachable_broker_stops_it_at_start() {
     );
 }
 
-/// The tests' RabbitMQ (`IDV_TEST_AMQP_URL`).
-fn test_amqp_url() -> String {
-    std::env::var("IDV_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-/// An `AMQP_PREFIX` named like the tests crate's, `test-TAG-…`, so that
-/// `deploy/clean-test-debris.sh TAG` finds it (the one run-tag rule:
-/// lowercase letters and digits, the first 16).
-fn test_prefix(what: &str) -> String {
-    let tag: String = std::env::var("IDV_TEST_RUN")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        .take(16)
-        .collect();
-    let tag = if tag.is_empty() {
-        "local".to_owned()
-    } else {
-        tag
-    };
-    format!("test-{tag}-{what}{}.", std::process::id())
-}
-
 #[tokio::test]
 async fn sigterm_stops_it_cleanly() {
     let amqp_url = test_amqp_url();
@@ -141,13 +119,7 @@ async fn sigterm_stops_it_cleanly() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 
-    let connection = Connection::connect(&amqp_url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    topology::delete(&channel, &Topology::new(&prefix).unwrap())
-        .await
-        .unwrap();
+    delete_topology(&amqp_url, &prefix).await;
 }
 
 #[tokio::test]
@@ -310,13 +282,7 @@ async fn unparseable_request_heads_do_not_flood_the_default_log() {
             assert_eq!(parse_errors, 0, "default filter: {log}");
         }
 
-        let connection = Connection::connect(&test_amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        topology::delete(&channel, &Topology::new(&prefix).unwrap())
-            .await
-            .unwrap();
+        delete_topology(&test_amqp_url(), &prefix).await;
     }
 }
 

@@ -7,10 +7,11 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
-use shared::topology::{self, Topology};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStderr, Command};
+
+mod support;
+use support::{delete_topology, test_amqp_url, test_prefix};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_idv-ingest");
 const REQUEST_ID: &str = "req-log-check-7f3a";
@@ -36,25 +37,10 @@ async fn line_with(lines: &mut Lines<BufReader<ChildStderr>>, message: &str) -> 
     .unwrap_or_else(|_| panic!("no log line {message:?}"))
 }
 
-/// The prefix rule of `binary.rs` (`test-TAG-…`, found by
-/// `deploy/clean-test-debris.sh TAG`).
-fn test_prefix() -> String {
-    let tag: String = std::env::var("IDV_TEST_RUN")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        .take(16)
-        .collect();
-    let tag = if tag.is_empty() { "local".into() } else { tag };
-    format!("test-{tag}-log{}.", std::process::id())
-}
-
 #[tokio::test]
 async fn a_refused_request_is_logged_with_its_request_id() {
-    let amqp_url = std::env::var("IDV_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    let prefix = test_prefix();
+    let amqp_url = test_amqp_url();
+    let prefix = test_prefix("log");
     let mut child = Command::new(BINARY)
         .env_clear()
         .env("INGEST_LISTEN", "127.0.0.1:0")
@@ -102,11 +88,5 @@ async fn a_refused_request_is_logged_with_its_request_id() {
         .await
         .expect("idv-ingest stops after SIGTERM")
         .unwrap();
-    let connection = Connection::connect(&amqp_url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    topology::delete(&channel, &Topology::new(&prefix).unwrap())
-        .await
-        .unwrap();
+    delete_topology(&amqp_url, &prefix).await;
 }
