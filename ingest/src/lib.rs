@@ -4,6 +4,7 @@
 //! retries). It holds no database and no business logic.
 
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod publisher;
 pub mod routes;

@@ -34,6 +34,12 @@ pub struct Settings {
     /// Connections each HTTP worker holds at once; past it, new ones wait
     /// in the listen backlog (`INGEST_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Connections the kernel completes and queues for the webhook
+    /// listener before ingest accepts them (`INGEST_LISTEN_BACKLOG`;
+    /// Linux caps it at `net.core.somaxconn`). Past it, a new connection's
+    /// handshake is dropped or answered with a SYN cookie, and some are
+    /// reset before ingest ever sees them.
+    pub listen_backlog: u32,
     /// How long `/readyz` says 503 after a stop signal while the webhook
     /// listener still takes requests, so a load balancer stops sending
     /// first (`INGEST_SHUTDOWN_DELAY_MS`).
@@ -106,6 +112,7 @@ impl Settings {
                 1_024,
                 1..=65_536,
             )?),
+            listen_backlog: to_u32(env.number_or("INGEST_LISTEN_BACKLOG", 1_024, 1..=65_535)?),
             shutdown_delay: env.millis_or("INGEST_SHUTDOWN_DELAY_MS", 3_000, 0..=60_000)?,
             publish_timeout: env.millis_or("INGEST_PUBLISH_TIMEOUT_MS", 5_000, 10..=60_000)?,
             // One unconfirmed publish per channel: the channels are the
@@ -169,6 +176,11 @@ fn to_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
+/// A number already checked against a range within `u32`.
+fn to_u32(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
 /// `STRIPE_WEBHOOK_SECRET`: one or more `whsec_…` values, comma-separated.
 fn parse_secrets(env: &Env) -> Result<Vec<WebhookSecret>, ConfigError> {
     const VAR: &str = "STRIPE_WEBHOOK_SECRET";
@@ -199,6 +211,7 @@ mod tests {
         assert_eq!(settings.body_timeout, Duration::from_secs(5));
         assert_eq!(settings.head_timeout, Duration::from_secs(3));
         assert_eq!(settings.max_connections, 1024);
+        assert_eq!(settings.listen_backlog, 1024);
         assert_eq!(settings.body_budget_bytes, 64 * 1024 * 1024);
         assert_eq!(settings.shutdown_delay, Duration::from_secs(3));
         assert_eq!(settings.publish_timeout, Duration::from_secs(5));
@@ -226,6 +239,25 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.variable, "AMQP_URL");
         assert!(!error.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn the_listen_backlog_is_a_setting_within_its_range() {
+        let settings = Settings::from_env(&env(&[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+            ("INGEST_LISTEN_BACKLOG", "4096"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.listen_backlog, 4096);
+        for bad in ["0", "65536", "many"] {
+            let error = Settings::from_env(&env(&[
+                ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+                ("INGEST_LISTEN_BACKLOG", bad),
+            ]))
+            .unwrap_err();
+            assert_eq!(error.variable, "INGEST_LISTEN_BACKLOG");
+            assert!(error.to_string().contains("1 to 65535"), "{error}");
+        }
     }
 
     #[test]

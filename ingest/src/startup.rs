@@ -55,7 +55,7 @@ impl Application {
     /// and declares the topology. Fails with a clear message if any of that
     /// cannot be done.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.listen)
+        let listener = crate::listener::bind(settings.listen, settings.listen_backlog)
             .with_context(|| format!("cannot listen on INGEST_LISTEN={}", settings.listen))?;
         let admin_listener = TcpListener::bind(settings.admin_listen).with_context(|| {
             format!(

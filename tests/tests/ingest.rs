@@ -1279,6 +1279,51 @@ async fn connections_are_capped_per_http_worker() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Past the cap, new connections wait in the kernel's accept queue, which
+/// holds `INGEST_LISTEN_BACKLOG` of them (one more, on Linux); the SYN of
+/// the next is dropped, so its connect times out. (With `std`'s bind the
+/// queue held 129 whatever the setting.)
+#[tokio::test]
+async fn the_listen_backlog_is_the_setting() {
+    const BACKLOG: usize = 40;
+    let broker = TestBroker::new().await;
+    let ingest = TestIngest::spawn(
+        &broker,
+        &[
+            ("INGEST_HTTP_WORKERS", "1"),
+            ("INGEST_MAX_CONNECTIONS", "1"),
+            ("INGEST_LISTEN_BACKLOG", &BACKLOG.to_string()),
+            ("INGEST_HEAD_TIMEOUT_MS", "30000"),
+        ],
+    )
+    .await;
+    // The one place the worker has; the accept loop pauses once it is
+    // taken (actix counts a connection as it hands it over).
+    let _held = ingest.raw_connection().await;
+    let address = ingest.address.trim_start_matches("http://").to_owned();
+    // One at a time, so each handshake is complete (and queued) before the
+    // next SYN arrives.
+    let mut queued = Vec::new();
+    let refused_at = loop {
+        let connect = tokio::net::TcpStream::connect(&address);
+        match tokio::time::timeout(Duration::from_millis(1500), connect).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            Ok(Err(error)) => panic!("connection {} refused: {error}", queued.len()),
+            Err(_) => break queued.len(),
+        }
+        assert!(
+            queued.len() <= 4 * BACKLOG,
+            "the backlog took {} connections",
+            queued.len()
+        );
+    };
+    assert_eq!(
+        refused_at,
+        BACKLOG + 1,
+        "connections queued past the worker's one place"
+    );
+}
+
 #[tokio::test]
 async fn on_stop_readyz_is_503_while_the_listener_still_answers_then_it_closes() {
     let broker = TestBroker::new().await;
