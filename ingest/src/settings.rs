@@ -36,9 +36,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Connections the kernel completes and queues for the webhook
     /// listener before ingest accepts them (`INGEST_LISTEN_BACKLOG`;
-    /// Linux caps it at `net.core.somaxconn`). Past it, a new connection's
-    /// handshake is dropped or answered with a SYN cookie, and some are
-    /// reset before ingest ever sees them.
+    /// Linux caps it at `net.core.somaxconn`). Past it, new connections'
+    /// handshakes are dropped, and some are reset before ingest ever sees
+    /// them.
     pub listen_backlog: u32,
     /// How long `/readyz` says 503 after a stop signal while the webhook
     /// listener still takes requests, so a load balancer stops sending

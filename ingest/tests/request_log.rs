@@ -37,25 +37,80 @@ async fn line_with(lines: &mut Lines<BufReader<ChildStderr>>, message: &str) -> 
     .unwrap_or_else(|_| panic!("no log line {message:?}"))
 }
 
-#[tokio::test]
-async fn a_refused_request_is_logged_with_its_request_id() {
-    let amqp_url = test_amqp_url();
-    let prefix = test_prefix("log");
-    let mut child = Command::new(BINARY)
+/// `idv-ingest` on loopback under `prefix`, logging JSON to a pipe, with
+/// `extra` settings.
+fn ingest_command(amqp_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
         .env_clear()
         .env("INGEST_LISTEN", "127.0.0.1:0")
         .env("INGEST_ADMIN_LISTEN", "127.0.0.1:0")
         .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
-        .env("AMQP_URL", &amqp_url)
-        .env("AMQP_PREFIX", &prefix)
+        .env("AMQP_URL", amqp_url)
+        .env("AMQP_PREFIX", prefix)
         .env("LOG_FORMAT", "json")
         .env("INGEST_SHUTDOWN_DELAY_MS", "0")
+        .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    command
+}
+
+/// SIGTERM, then the exit, within 30 s.
+async fn stop(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("idv-ingest stops after SIGTERM")
+        .unwrap();
+}
+
+/// `listen()` quietly uses the kernel's cap when it is smaller than the
+/// backlog asked for; ingest says so, naming both.
+#[tokio::test]
+async fn a_listen_backlog_above_the_kernels_cap_is_a_warning_naming_both() {
+    let cap: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("Linux shows net.core.somaxconn")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        cap < 65_535,
+        "net.core.somaxconn ({cap}) leaves no backlog above it to ask for"
+    );
+    let amqp_url = test_amqp_url();
+    let prefix = test_prefix("blg");
+    let mut child = ingest_command(&amqp_url, &prefix, &[("INGEST_LISTEN_BACKLOG", "65535")])
         .spawn()
         .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = line_with(
+        &mut lines,
+        &format!(
+            "INGEST_LISTEN_BACKLOG is above net.core.somaxconn: the kernel queues at most {cap} connections"
+        ),
+    )
+    .await;
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert_eq!(warning["asked"], 65_535, "{warning}");
+    assert_eq!(warning["kernel_cap"], cap, "{warning}");
+    line_with(&mut lines, "idv-ingest serving").await;
+    stop(child).await;
+    delete_topology(&amqp_url, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_refused_request_is_logged_with_its_request_id() {
+    let amqp_url = test_amqp_url();
+    let prefix = test_prefix("log");
+    let mut child = ingest_command(&amqp_url, &prefix, &[]).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let serving = line_with(&mut lines, "idv-ingest serving").await;
     let port = serving["port"].as_u64().expect("the port is logged");
@@ -78,15 +133,6 @@ async fn a_refused_request_is_logged_with_its_request_id() {
     assert_eq!(refused["request_id"], REQUEST_ID, "{refused}");
     assert_eq!(refused["outcome"], "bad_signature", "{refused}");
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("idv-ingest stops after SIGTERM")
-        .unwrap();
+    stop(child).await;
     delete_topology(&amqp_url, &prefix).await;
 }

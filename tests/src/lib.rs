@@ -15,6 +15,7 @@ pub mod fault;
 pub mod fixtures;
 pub mod hostile;
 pub mod ingest_app;
+pub mod listen_queue;
 pub mod prometheus;
 pub mod proxy;
 pub mod rehearsal;

@@ -37,7 +37,7 @@ fn open_files_limit() -> Option<usize> {
 /// One unauthenticated connection of a flood, held open until `stop`:
 /// kind 0 sends a head with a stale signature and a 900 KiB length, then
 /// trickles its body, and counts in `refused` a 400 answered to it (in
-/// `reset`, a connection that ended without one); kind 1
+/// `reset`, a connection that ended, closed or reset, without one); kind 1
 /// a head with a current timestamp, a forged signature and a 1 MiB length,
 /// then stalls; kind 2 trickles its head.
 async fn flood_connection(
@@ -120,12 +120,14 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
     // room left for the broker, the client and the runtime. The whole
     // flood fits in the accept queue, which the kernel caps.
     let limit = open_files_limit().unwrap_or(1024);
-    let backlog = somaxconn().unwrap_or(128);
-    let count = 2_400.min(limit.saturating_sub(512) / 2).min(backlog);
-    eprintln!("open files limit {limit}, somaxconn {backlog}: flooding with {count} connections");
+    let kernel_cap = somaxconn().unwrap_or(128);
+    let count = 2_400.min(limit.saturating_sub(512) / 2).min(kernel_cap);
+    eprintln!(
+        "open files limit {limit}, somaxconn {kernel_cap}: flooding with {count} connections"
+    );
     assert!(
         count >= 300,
-        "the open files limit ({limit}) or net.core.somaxconn ({backlog}) is too low for this test"
+        "the open files limit ({limit}) or net.core.somaxconn ({kernel_cap}) is too low for this test"
     );
     let broker = TestBroker::new().await;
     // The slow connections are held for 10 s, longer than the bound on a
@@ -143,7 +145,7 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
     )
     .await;
     let address = ingest.address.trim_start_matches("http://").to_owned();
-    // Connected; refused with a 400; stale, but ended without one.
+    // Connected; refused with a 400; stale, but ended without a 400.
     let counts = Arc::new([
         AtomicUsize::new(0),
         AtomicUsize::new(0),
@@ -176,7 +178,7 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
     assert_eq!(
         counts[1].load(Ordering::SeqCst),
         stale,
-        "stale heads refused 400 before their body, of {stale} ({} ended without an answer)",
+        "stale heads refused 400 before their body, of {stale} ({} ended without one)",
         counts[2].load(Ordering::SeqCst)
     );
     eprintln!(
