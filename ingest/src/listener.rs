@@ -3,12 +3,12 @@
 //! `std::net::TcpListener::bind` always asks the kernel for a backlog of
 //! 128. A burst of new connections larger than that (many senders at once,
 //! or a flood of slow ones) overflows the accept queue before ingest's
-//! accept loop runs: Linux then drops handshakes or answers them with SYN
-//! cookies, and some connections are reset without their request ever
+//! accept loop runs: Linux then drops handshakes (and answers SYNs with
+//! cookies), and some connections are reset without their request ever
 //! reaching ingest. Measured: of 2,400 connections opened at once on a
-//! busy two-core machine, 16 to 23 of the 800 whose heads should have been
-//! refused were reset that way instead with a backlog of 128; none with a
-//! backlog that holds them all.
+//! busy two-core machine, 16 and 23 of the 800 whose heads should have been
+//! refused were reset that way instead with a backlog of 128 (48 in a CI
+//! run); none with a backlog that holds them all.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -31,7 +31,7 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
         tracing::warn!(
             asked = backlog,
             kernel_cap = cap,
-            "INGEST_LISTEN_BACKLOG is above net.core.somaxconn: the kernel queues at most {cap} connections"
+            "INGEST_LISTEN_BACKLOG is above net.core.somaxconn; the kernel uses net.core.somaxconn instead"
         );
     }
     let socket = Socket::new(

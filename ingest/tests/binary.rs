@@ -11,7 +11,7 @@ use shared::topology::{self, Topology};
 use tokio::process::Command;
 
 mod support;
-use support::{delete_topology, test_amqp_url, test_prefix};
+use support::{delete_topology, stop_with_sigterm, test_amqp_url, test_prefix};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_idv-ingest");
 
@@ -107,16 +107,7 @@ async fn sigterm_stops_it_cleanly() {
     })
     .await
     .expect("idv-ingest starts serving");
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("idv-ingest stops after SIGTERM")
-        .unwrap();
+    let status = stop_with_sigterm(child).await;
     assert_eq!(status.code(), Some(0));
 
     delete_topology(&amqp_url, &prefix).await;

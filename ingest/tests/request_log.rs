@@ -11,13 +11,23 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStderr, Command};
 
 mod support;
-use support::{delete_topology, test_amqp_url, test_prefix};
+use support::{delete_topology, stop_with_sigterm, test_amqp_url, test_prefix};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_idv-ingest");
 const REQUEST_ID: &str = "req-log-check-7f3a";
 
 /// The next JSON log line whose message is `message`.
 async fn line_with(lines: &mut Lines<BufReader<ChildStderr>>, message: &str) -> serde_json::Value {
+    lines_until(lines, message).await.1
+}
+
+/// The JSON log lines before the next one whose message is `message`, and
+/// that line.
+async fn lines_until(
+    lines: &mut Lines<BufReader<ChildStderr>>,
+    message: &str,
+) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut before = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let line = lines
@@ -29,8 +39,9 @@ async fn line_with(lines: &mut Lines<BufReader<ChildStderr>>, message: &str) -> 
                 continue;
             };
             if parsed["message"] == message {
-                return parsed;
+                return (std::mem::take(&mut before), parsed);
             }
+            before.push(parsed);
         }
     })
     .await
@@ -58,20 +69,6 @@ fn ingest_command(amqp_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Comma
     command
 }
 
-/// SIGTERM, then the exit, within 30 s.
-async fn stop(mut child: tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("idv-ingest stops after SIGTERM")
-        .unwrap();
-}
-
 /// `listen()` quietly uses the kernel's cap when it is smaller than the
 /// backlog asked for; ingest says so, naming both.
 #[tokio::test]
@@ -81,10 +78,12 @@ async fn a_listen_backlog_above_the_kernels_cap_is_a_warning_naming_both() {
         .trim()
         .parse()
         .unwrap();
-    assert!(
-        cap < 65_535,
-        "net.core.somaxconn ({cap}) leaves no backlog above it to ask for"
-    );
+    if cap >= 65_535 {
+        eprintln!(
+            "net.core.somaxconn ({cap}) leaves no backlog above it to ask for: nothing to check"
+        );
+        return;
+    }
     let amqp_url = test_amqp_url();
     let prefix = test_prefix("blg");
     let mut child = ingest_command(&amqp_url, &prefix, &[("INGEST_LISTEN_BACKLOG", "65535")])
@@ -93,16 +92,14 @@ async fn a_listen_backlog_above_the_kernels_cap_is_a_warning_naming_both() {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let warning = line_with(
         &mut lines,
-        &format!(
-            "INGEST_LISTEN_BACKLOG is above net.core.somaxconn: the kernel queues at most {cap} connections"
-        ),
+        "INGEST_LISTEN_BACKLOG is above net.core.somaxconn; the kernel uses net.core.somaxconn instead",
     )
     .await;
     assert_eq!(warning["level"], "WARN", "{warning}");
     assert_eq!(warning["asked"], 65_535, "{warning}");
     assert_eq!(warning["kernel_cap"], cap, "{warning}");
     line_with(&mut lines, "idv-ingest serving").await;
-    stop(child).await;
+    stop_with_sigterm(child).await;
     delete_topology(&amqp_url, &prefix).await;
 }
 
@@ -112,7 +109,10 @@ async fn a_refused_request_is_logged_with_its_request_id() {
     let prefix = test_prefix("log");
     let mut child = ingest_command(&amqp_url, &prefix, &[]).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let serving = line_with(&mut lines, "idv-ingest serving").await;
+    let (before, serving) = lines_until(&mut lines, "idv-ingest serving").await;
+    // The default backlog is under the kernel's cap: no warning.
+    let warnings: Vec<_> = before.iter().filter(|l| l["level"] == "WARN").collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
     let port = serving["port"].as_u64().expect("the port is logged");
 
     // A signature that cannot match: refused with 400 before the body.
@@ -133,6 +133,6 @@ async fn a_refused_request_is_logged_with_its_request_id() {
     assert_eq!(refused["request_id"], REQUEST_ID, "{refused}");
     assert_eq!(refused["outcome"], "bad_signature", "{refused}");
 
-    stop(child).await;
+    stop_with_sigterm(child).await;
     delete_topology(&amqp_url, &prefix).await;
 }

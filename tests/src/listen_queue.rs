@@ -48,6 +48,12 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         assert_eq!(accept_queue_length(port), Some(0));
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // The server side may take the handshake's last ACK a moment
+        // after the client's connect returned.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while accept_queue_length(port) != Some(1) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(accept_queue_length(port), Some(1));
     }
 }

@@ -1282,8 +1282,8 @@ async fn connections_are_capped_per_http_worker() {
 
 /// Past the cap, new connections wait in the kernel's accept queue, which
 /// holds `INGEST_LISTEN_BACKLOG` of them (one more, on Linux); the SYNs of
-/// the rest are dropped. (With `std`'s bind the queue held 129 whatever
-/// the setting.) The kernel's count is the measure: a client's connect can
+/// the rest are dropped. (With `std`'s bind, 128 whatever the setting,
+/// all 45 connects were queued.) The kernel's count is the measure: a client's connect can
 /// complete while the server drops the handshake's last ACK.
 #[tokio::test]
 async fn the_listen_backlog_is_the_setting() {

@@ -21,9 +21,11 @@ use idv_tests::worker_world::*;
 const DEADLINE: Duration = Duration::from_secs(30);
 const PROCESSING: &str = "identity.verification_session.processing";
 const LINGER: Duration = Duration::from_millis(1000);
-/// The most an attempt's steps may take, from the second batch's first
-/// delivery to its last: well inside the linger, leaving room for the
-/// deliveries to reach the worker.
+/// The most an attempt's steps may take, from before the second batch's
+/// first event is published to its last one's confirm: well inside the
+/// linger (which starts when a lane takes the first delivery, after that
+/// publish began), leaving room for the last deliveries to reach the
+/// worker.
 const WINDOW: Duration = Duration::from_millis(700);
 const ATTEMPTS: usize = 5;
 
@@ -117,13 +119,13 @@ async fn one_attempt(
     )
     .await;
     // Another lane starts a batch with the next delivery and lingers.
+    let lingering = Instant::now();
     publish(
         broker,
         PROCESSING,
         &processing(&name("a_"), &name("user_a"), created + 2),
     )
     .await;
-    let lingering = Instant::now();
     // Lane 0 finishes its batch and falls idle, within that linger.
     holder.batch_execute("ROLLBACK").await.unwrap();
     eventually(DEADLINE, "the hot batch applied", || {

@@ -46,3 +46,17 @@ pub async fn delete_topology(amqp_url: &str, prefix: &str) {
         .await
         .expect("the test's topology is deleted");
 }
+
+/// Sends SIGTERM to `child` and waits (at most 30 s) for its exit.
+pub async fn stop_with_sigterm(mut child: tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("the child is still running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("idv-ingest stops after SIGTERM")
+        .expect("its exit status")
+}
