@@ -275,7 +275,9 @@ async fn a_claim_whose_dispatcher_died_is_taken_again_after_its_lease_with_the_s
     let claimed = worker::dispatch::claim::claim(
         &pool.get().await.unwrap(),
         10,
-        Duration::from_secs(5),
+        // Long enough that no stall of the test outlives it; it is moved
+        // to the past below rather than waited for.
+        Duration::from_secs(600),
         "the-dead-dispatcher",
     )
     .await

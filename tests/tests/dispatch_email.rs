@@ -353,6 +353,21 @@ const IDENTITY: [&str; 9] = [
     "expired on",
 ];
 
+/// Whether `needle` is in `text`. A number counts only standing alone
+/// (not inside a longer run of letters and digits): the message's ids,
+/// `Message-ID` hash and the SMTP peer's port are random, and `…1961…`
+/// can turn up inside them.
+fn leaks(text: &str, needle: &str) -> bool {
+    if !needle.bytes().all(|b| b.is_ascii_digit()) {
+        return text.contains(needle);
+    }
+    text.match_indices(needle).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + needle.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
 fn with_identity(mut session: Value) -> Value {
     session["verified_outputs"] = json!({
         "first_name": "Zebulon",
@@ -454,7 +469,7 @@ async fn no_identity_data_reaches_any_email() {
         let rest = email.everything_except(&["To", "X-RcptTo"]);
         assert!(!rest.contains(&to), "the address outside To: {rest}");
         for needle in IDENTITY {
-            assert!(!rest.contains(needle), "{needle:?} in an e-mail: {rest}");
+            assert!(!leaks(&rest, needle), "{needle:?} in an e-mail: {rest}");
         }
     }
 }

@@ -140,12 +140,14 @@ async fn each_bad_signature_is_400_with_its_reason_and_publishes_nothing() {
         ),
         (
             body.clone(),
-            Some(sign_test_header(&secret, &body, now - 301)),
+            // Well outside the 300 s: ingest reads its clock for each
+            // request, and a second may pass between this and the request.
+            Some(sign_test_header(&secret, &body, now - 360)),
             "timestamp outside",
         ),
         (
             body.clone(),
-            Some(sign_test_header(&secret, &body, now + 301)),
+            Some(sign_test_header(&secret, &body, now + 360)),
             "timestamp outside",
         ),
         (
@@ -1144,6 +1146,25 @@ async fn count_reaches(counter: &std::sync::atomic::AtomicUsize, expected: usize
     counter.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// Waits until each of `requests` was either answered (`answered`) or is
+/// held by ingest (its in-flight gauge); the number held then.
+async fn settled(
+    ingest: &TestIngest,
+    answered: &std::sync::atomic::AtomicUsize,
+    requests: usize,
+) -> usize {
+    let held = || async {
+        // A gauge of whole requests.
+        let held = ingest.metric("idv_ingest_in_flight_requests").await;
+        held.max(0.0).round() as usize
+    };
+    eventually(DEADLINE, "every request answered or held", || async {
+        answered.load(std::sync::atomic::Ordering::SeqCst) + held().await == requests
+    })
+    .await;
+    held().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_past_the_body_budget_are_503_overloaded_and_the_budget_comes_back() {
     use std::sync::Arc;
@@ -1180,14 +1201,17 @@ async fn bodies_past_the_body_budget_are_503_overloaded_and_the_budget_comes_bac
             ))
         })
         .collect();
-    let refused = count_reaches(&overloaded, 6).await;
+    count_reaches(&overloaded, 6).await;
+    // Settled: every request answered or held. Then every answer is a
+    // `503` `overloaded`, and the rest are held, unanswered (one or two,
+    // as the refusals fell).
+    let held_now = settled(&ingest, &answered, 8).await;
+    let refused = overloaded.load(Ordering::SeqCst);
     assert!(
         refused >= 6,
         "{refused} bodies refused 503 overloaded, of 8"
     );
-    // The rest are held, unanswered (one or two, as the refusals fell).
-    let held_now = ingest.metric(in_flight).await;
-    assert!(held_now <= 2.0, "{held_now} bodies held in a 2 MiB budget");
+    assert!(held_now <= 2, "{held_now} bodies held in a 2 MiB budget");
     assert_eq!(answered.load(Ordering::SeqCst), refused);
     assert!(
         ingest
@@ -1221,7 +1245,9 @@ async fn bodies_past_the_body_budget_are_503_overloaded_and_the_budget_comes_bac
             ))
         })
         .collect();
-    let refused = count_reaches(&overloaded, 2).await;
+    count_reaches(&overloaded, 2).await;
+    settled(&ingest, &answered, 4).await;
+    let refused = overloaded.load(Ordering::SeqCst);
     assert!(refused >= 2, "{refused} chunked bodies refused, of 4");
     assert_eq!(answered.load(Ordering::SeqCst), refused);
     hold.cancel();

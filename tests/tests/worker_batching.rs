@@ -24,9 +24,9 @@ const LINGER: Duration = Duration::from_millis(1000);
 /// The most an attempt's steps may take, from before the second batch's
 /// first event is published to its last one's confirm: well inside the
 /// linger (which starts when a lane takes the first delivery, after that
-/// publish began), leaving room for the last deliveries to reach the
+/// publish began), leaving half of it for the last delivery to reach the
 /// worker.
-const WINDOW: Duration = Duration::from_millis(700);
+const WINDOW: Duration = Duration::from_millis(500);
 const ATTEMPTS: usize = 5;
 
 fn processing(n: &str, user: &str, created: i64) -> Vec<u8> {
@@ -159,6 +159,7 @@ async fn one_attempt(
         true
     })
     .await;
+    eprintln!("attempt {attempt}: steps took {steps:?}");
     if steps > WINDOW {
         return None;
     }

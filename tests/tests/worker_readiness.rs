@@ -75,8 +75,10 @@ async fn a_hung_database_is_not_ready_and_each_scrape_answers_promptly() {
     eventually(DEADLINE, "/readyz 503 with the database hung", || async {
         let started = Instant::now();
         let (status, body) = readyz(&worker).await;
+        // The check's own bound is 500 ms; the rest is room for a loaded
+        // machine. An unbounded check would hang the scrape for good.
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_millis(2500),
             "a scrape took {:?}: the check is not bounded",
             started.elapsed()
         );
@@ -159,15 +161,18 @@ async fn a_check_that_timed_out_never_hands_its_hung_connection_back() {
     let pool = worker::store::connect_pool(&url.clone().into(), 1)
         .await
         .unwrap();
-    let timeout = Duration::from_millis(300);
-    assert!(worker::store::answers_within(&pool, timeout).await);
+    // The checks that must answer get time for a loaded machine (a new
+    // connection through the proxy, then `SELECT 1`); the hung one would
+    // hang past any bound, so the proof does not depend on it.
+    let (answers, hangs) = (Duration::from_secs(5), Duration::from_millis(300));
+    assert!(worker::store::answers_within(&pool, answers).await);
     // The pool's one open connection hangs; new ones would too.
     proxy.freeze();
-    assert!(!worker::store::answers_within(&pool, timeout).await);
+    assert!(!worker::store::answers_within(&pool, hangs).await);
     // New connections go through again; the hung one still hangs.
     proxy.restore();
     assert!(
-        worker::store::answers_within(&pool, timeout).await,
+        worker::store::answers_within(&pool, answers).await,
         "a fresh connection, not the hung one"
     );
     proxy.cut();

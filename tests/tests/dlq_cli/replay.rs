@@ -473,8 +473,10 @@ async fn a_broker_lost_mid_replay_loses_nothing_and_the_next_replay_finishes() {
     }
     let proxy = idv_tests::proxy::TcpProxy::start(idv_tests::amqp_addr()).await;
     let via_proxy = idv_tests::url_via(&world.broker.url, proxy.addr());
+    // Slow enough (10 take about 4.5 s) that the cut comes mid-run even
+    // on a machine that stalls the test for a second or two.
     let child = world.spawn(
-        &["dlq", "replay", "--all", "--rate", "5/s"],
+        &["dlq", "replay", "--all", "--rate", "2/s"],
         &[("AMQP_URL", via_proxy.as_str())],
     );
     eventually(DEADLINE, "a few dead letters replayed", || async {
