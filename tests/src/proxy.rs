@@ -207,7 +207,7 @@ async fn forward(
     };
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
-        _ = changes.wait_for(|s| s.mode != Mode::Forward || s.cut_since(born)) => {}
+        _ = changes.wait_for(|s| s.mode == Mode::Freeze || s.cut_since(born)) => {}
     }
     // Frozen: hold both ends, silent, until cut.
     let _ = changes.wait_for(|s| s.cut_since(born)).await;
@@ -239,7 +239,10 @@ mod tests {
         let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
         client.write_all(b"x").await.unwrap();
         let mut byte = [0_u8; 1];
-        client.read_exact(&mut byte).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut byte))
+            .await
+            .expect("forwarded within 10 s")
+            .unwrap();
         assert_eq!(&byte, b"x", "forwarded before the cut");
 
         proxy.cut();
@@ -252,7 +255,10 @@ mod tests {
         // New connections go through again.
         let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
         again.write_all(b"y").await.unwrap();
-        again.read_exact(&mut byte).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), again.read_exact(&mut byte))
+            .await
+            .expect("forwarded within 10 s")
+            .unwrap();
         assert_eq!(&byte, b"y");
         echo.abort();
     }

@@ -353,12 +353,13 @@ const IDENTITY: [&str; 9] = [
     "expired on",
 ];
 
-/// Whether `needle` is in `text`. A number counts only standing alone
-/// (not inside a longer run of letters and digits): the message's ids,
-/// `Message-ID` hash and the SMTP peer's port are random, and `…1961…`
-/// can turn up inside them.
+/// Whether `needle` is in `text`. A short number counts only standing
+/// alone (not inside a longer run of letters and digits): the message's
+/// ids, `Message-ID` hash and the SMTP peer's port are random, and `…1961…`
+/// can turn up inside them. A longer one (the phone number's `5550123`,
+/// inside `+15555550123`) is as unlikely by chance as a word.
 fn leaks(text: &str, needle: &str) -> bool {
-    if !needle.bytes().all(|b| b.is_ascii_digit()) {
+    if needle.len() > 5 || !needle.bytes().all(|b| b.is_ascii_digit()) {
         return text.contains(needle);
     }
     text.match_indices(needle).any(|(at, _)| {

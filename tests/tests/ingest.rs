@@ -540,6 +540,39 @@ async fn a_hung_broker_is_503_after_the_publish_timeout_never_200_before_a_confi
     .await;
 }
 
+/// A broker that hangs without closing anything is found by its silence:
+/// after three publishes in a row got no confirm, ingest drops the link
+/// and reconnects. The proxy is restored without a cut, so the hung
+/// connection stays open and silent: only that rule gets ingest out (no
+/// heartbeat would notice within the deadline).
+#[tokio::test]
+async fn a_hung_link_is_dropped_after_three_silent_publishes_and_ingest_reconnects() {
+    let broker = TestBroker::new().await;
+    let (proxy, ingest) = ingest_behind_proxy(&broker).await;
+    let body = fixture("evt_processing.json");
+    assert_eq!(ingest.post_signed(body.clone()).await.status(), 200);
+
+    proxy.freeze();
+    for attempt in 0..3 {
+        let (status, _) = error_of(ingest.post_signed(body.clone()).await).await;
+        assert_eq!(status, 503, "publish {attempt} on the hung link");
+    }
+    assert!(
+        ingest
+            .metric("idv_ingest_publish_failures_total{reason=\"timeout\"}")
+            .await
+            >= 3.0
+    );
+    // New connections go through; the hung one stays open and silent.
+    proxy.restore();
+    eventually(
+        Duration::from_secs(20),
+        "ingest to reconnect past the hung link and publish again",
+        || async { ingest.post_signed(body.clone()).await.status() == 200 },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_nack_from_the_broker_is_503() {
     use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
@@ -855,7 +888,11 @@ async fn under_concurrent_nacks_from_two_http_workers_every_200_is_stored_and_no
     let _policy =
         broker.set_queue_policy(&queue, r#"{"max-length":8,"overflow":"reject-publish"}"#);
 
-    // A slow consumer keeps the queue crossing its limit, both ways.
+    // A slow consumer keeps the queue crossing its limit, both ways. It
+    // starts at the first refusal, so the test has both answers whatever
+    // the machine's speed: the queue fills first (no consumer, 503s for
+    // certain), then the consumer takes turns with the senders.
+    let refused_once = tokio_util::sync::CancellationToken::new();
     let connection = lapin::Connection::connect(
         &idv_tests::amqp_url(),
         lapin::ConnectionProperties::default(),
@@ -879,7 +916,9 @@ async fn under_concurrent_nacks_from_two_http_workers_every_200_is_stored_and_no
     let taken = Arc::new(Mutex::new(Vec::<String>::new()));
     let consuming = {
         let taken = taken.clone();
+        let refused_once = refused_once.clone();
         tokio::spawn(async move {
+            refused_once.cancelled().await;
             while let Some(Ok(delivery)) = consumer.next().await {
                 tokio::time::sleep(Duration::from_millis(3)).await;
                 let id = delivery
@@ -901,7 +940,7 @@ async fn under_concurrent_nacks_from_two_http_workers_every_200_is_stored_and_no
 
     let answers: Vec<(String, u16)> = futures_util::stream::iter(0..EVENTS)
         .map(|i| {
-            let ingest = &ingest;
+            let (ingest, refused_once) = (&ingest, &refused_once);
             async move {
                 let id = format!("evt_race{i:05}");
                 let status = ingest
@@ -909,6 +948,9 @@ async fn under_concurrent_nacks_from_two_http_workers_every_200_is_stored_and_no
                     .await
                     .status()
                     .as_u16();
+                if status == 503 {
+                    refused_once.cancel();
+                }
                 (id, status)
             }
         })
@@ -916,6 +958,9 @@ async fn under_concurrent_nacks_from_two_http_workers_every_200_is_stored_and_no
         .collect()
         .await;
 
+    // (Started even if nothing was refused, so it can end; the test then
+    // fails below for want of a 503.)
+    refused_once.cancel();
     channel
         .basic_cancel("slow".into(), Default::default())
         .await
