@@ -239,14 +239,12 @@ pub const FAST_RETRIES: (&str, &str) = ("WORKER_RETRY_DELAYS", "50ms,50ms,50ms")
 /// metrics are not here (a killed child) drained.
 pub async fn assert_no_message_failed(broker: &TestBroker, metrics: &[String]) {
     let t = &broker.topology;
-    assert_eq!(
-        broker.message_count(&t.dead_letter_queue()).await,
-        0,
-        "dead letters"
-    );
+    broker
+        .assert_empty(&t.dead_letter_queue(), "dead letters")
+        .await;
     for delay in shared::topology::RETRY_DELAYS {
         let queue = t.retry_queue(delay);
-        assert_eq!(broker.message_count(&queue).await, 0, "waiting in {queue}");
+        broker.assert_empty(&queue, "waiting for a retry").await;
     }
     for text in metrics {
         for name in [

@@ -249,7 +249,7 @@ async fn filters_and_dry_run_publish_only_what_they_match() {
     assert_eq!(dry["selected"], 4, "{dry}");
     assert_eq!(dry["published"], 0, "{dry}");
     assert_eq!(dry["events"].as_array().map(Vec::len), Some(4));
-    assert_eq!(broker.message_count(&queue).await, 0, "a dry run published");
+    broker.assert_empty(&queue, "a dry run published").await;
 
     replay(&broker, &db, &["--since", "1h", "--type", "verified"])
         .await
@@ -319,5 +319,5 @@ async fn filters_and_dry_run_publish_only_what_they_match() {
             "{args:?}: {error:#}"
         );
     }
-    assert_eq!(broker.message_count(&queue).await, 0);
+    broker.assert_empty(&queue, "a usage error published").await;
 }

@@ -30,13 +30,10 @@ async fn error_of(response: reqwest::Response) -> (u16, String) {
 async fn assert_only_published(broker: &TestBroker, expected: &[u8]) {
     let queue = broker.topology.events_queue();
     assert_eq!(broker.get(&queue, DEADLINE).await.body, expected);
-    assert_eq!(broker.message_count(&queue).await, 0);
-    assert_eq!(
-        broker
-            .message_count(&broker.topology.unrouted_queue())
-            .await,
-        0
-    );
+    broker.assert_empty(&queue, "only the accepted event").await;
+    broker
+        .assert_empty(&broker.topology.unrouted_queue(), "nothing unrouted")
+        .await;
 }
 
 #[tokio::test]
@@ -355,10 +352,9 @@ async fn an_event_type_nobody_consumes_is_kept_in_the_unrouted_queue() {
         .await;
     assert_eq!(message.body, body);
     assert_eq!(message.routing_key, "customer.created");
-    assert_eq!(
-        broker.message_count(&broker.topology.events_queue()).await,
-        0
-    );
+    broker
+        .assert_empty(&broker.topology.events_queue(), "not routed as an event")
+        .await;
 }
 
 /// Ingest reaching the broker through a proxy this test controls, with a
@@ -417,7 +413,9 @@ async fn broker_lost_is_503_within_the_bound_then_recovers_without_restart() {
     // The event before the cut and the one after recovery; the 503s published nothing.
     assert_eq!(broker.get(&queue, DEADLINE).await.body, body);
     assert_eq!(broker.get(&queue, DEADLINE).await.body, body);
-    assert_eq!(broker.message_count(&queue).await, 0);
+    broker
+        .assert_empty(&queue, "the 503s published nothing")
+        .await;
 }
 
 #[tokio::test]
@@ -852,15 +850,15 @@ async fn with_the_unrouted_queue_gone_nothing_is_answered_200_until_the_chain_is
     assert_eq!(ingest.post_signed(last.clone()).await.status(), 200);
     let kept = broker.get(&unrouted, DEADLINE).await;
     assert_eq!(kept.body, last);
-    assert_eq!(
-        broker.message_count(&unrouted).await,
-        0,
-        "the refused events were not kept"
-    );
-    assert_eq!(
-        broker.message_count(&broker.topology.events_queue()).await,
-        0
-    );
+    broker
+        .assert_empty(&unrouted, "the refused events were not kept")
+        .await;
+    broker
+        .assert_empty(
+            &broker.topology.events_queue(),
+            "nothing routed as an event",
+        )
+        .await;
 }
 
 #[tokio::test]

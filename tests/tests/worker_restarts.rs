@@ -170,13 +170,12 @@ async fn restarts_during_a_database_outage_dead_letter_nothing() {
         })
         .await;
     }
-    assert_eq!(
-        broker
-            .message_count(&broker.topology.dead_letter_queue())
-            .await,
-        0,
-        "restarts during the outage dead-lettered healthy events"
-    );
+    broker
+        .assert_empty(
+            &broker.topology.dead_letter_queue(),
+            "restarts during the outage dead-lettered healthy events",
+        )
+        .await;
 
     // The database answers again: a worker applies every event.
     proxy.cut();
