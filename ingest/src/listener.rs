@@ -15,8 +15,15 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Where Linux shows its cap on a listen backlog.
-const SOMAXCONN: &str = "/proc/sys/net/core/somaxconn";
+/// The kernel's cap on a listen backlog (`net.core.somaxconn`), where
+/// Linux shows it.
+pub fn kernel_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 /// A listening socket on `address` whose accept queue holds up to
 /// `backlog` connections. The kernel quietly uses `net.core.somaxconn`
@@ -24,10 +31,7 @@ const SOMAXCONN: &str = "/proc/sys/net/core/somaxconn";
 /// `SO_REUSEADDR` is set, as `std` sets it, so a restart can bind the port
 /// while the previous process's connections linger in `TIME_WAIT`.
 pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let kernel_cap = std::fs::read_to_string(SOMAXCONN)
-        .ok()
-        .and_then(|text| text.trim().parse::<u32>().ok());
-    if let Some(cap) = kernel_cap.filter(|cap| *cap < backlog) {
+    if let Some(cap) = kernel_cap().filter(|cap| *cap < backlog) {
         tracing::warn!(
             asked = backlog,
             kernel_cap = cap,

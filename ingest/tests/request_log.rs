@@ -73,11 +73,7 @@ fn ingest_command(amqp_url: &str, prefix: &str, extra: &[(&str, &str)]) -> Comma
 /// backlog asked for; ingest says so, naming both.
 #[tokio::test]
 async fn a_listen_backlog_above_the_kernels_cap_is_a_warning_naming_both() {
-    let cap: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .expect("Linux shows net.core.somaxconn")
-        .trim()
-        .parse()
-        .unwrap();
+    let cap = ingest::listener::kernel_cap().expect("Linux shows net.core.somaxconn");
     if cap >= 65_535 {
         eprintln!(
             "net.core.somaxconn ({cap}) leaves no backlog above it to ask for: nothing to check"

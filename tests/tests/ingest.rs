@@ -1167,15 +1167,15 @@ async fn held_forged_body(
     let _ = send.await;
 }
 
-/// Waits (up to 20 s) for `counter` to reach `expected`; its value then.
-async fn count_reaches(counter: &std::sync::atomic::AtomicUsize, expected: usize) -> usize {
+/// Waits (up to 20 s) for `counter` to reach `expected`; the caller reads
+/// and judges it.
+async fn count_reaches(counter: &std::sync::atomic::AtomicUsize, expected: usize) {
     let started = Instant::now();
     while counter.load(std::sync::atomic::Ordering::SeqCst) < expected
         && started.elapsed() < Duration::from_secs(20)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    counter.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Waits until each of `requests` was either answered (`answered`) or is

@@ -18,15 +18,6 @@ use idv_tests::wait::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// The kernel's cap on a listen backlog (`net.core.somaxconn`).
-fn somaxconn() -> Option<usize> {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// The soft limit on open files of this process, from `/proc/self/limits`.
 fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -120,7 +111,7 @@ async fn a_flood_of_slow_unauthenticated_connections_does_not_delay_a_signed_eve
     // room left for the broker, the client and the runtime. The whole
     // flood fits in the accept queue, which the kernel caps.
     let limit = open_files_limit().unwrap_or(1024);
-    let kernel_cap = somaxconn().unwrap_or(128);
+    let kernel_cap = ingest::listener::kernel_cap().map_or(128, |cap| cap as usize);
     let count = 2_400.min(limit.saturating_sub(512) / 2).min(kernel_cap);
     eprintln!(
         "open files limit {limit}, somaxconn {kernel_cap}: flooding with {count} connections"
